@@ -1,0 +1,29 @@
+# Two entry points on a fresh machine (Python 3.11, root for apt):
+#   make demo   install, export Conv2Former-N, compile it for arm64 -> build/
+#   make test   install (pip + apt for the emulated aarch64 board), run the test suite
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: setup setup-system demo test lint clean
+
+setup:
+	# torch first and pinned: the CPU wheel lies on disk; an unpinned torch pulls a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev]"
+
+setup-system:
+	bash scripts/setup_emulator.sh
+
+demo: setup
+	c2f-edge export --weights synthetic --out build/onnx
+	c2f-edge compile --target arm64 --onnx build/onnx/model.onnx --out build/arm64
+
+test: setup setup-system
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint:
+	ruff check c2f_edge tests scripts
+
+clean:
+	rm -rf build .pytest_cache

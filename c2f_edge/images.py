@@ -1,0 +1,81 @@
+"""Real test images with no download (scikit-image ships photographs) and ImageNet-eval preprocessing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from c2f_edge.artifacts import IMAGENET_MEAN, IMAGENET_STD
+from c2f_edge.errors import ArtifactError, MissingDependencyError
+
+# Colour photographs shipped inside the scikit-image wheel.
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _skimage():
+    try:
+        import skimage.data
+        import skimage.transform  # noqa: F401
+    except ImportError as e:
+        raise MissingDependencyError("scikit-image is not installed", hint="pip install scikit-image") from e
+    return skimage
+
+
+def center_crop_uint8(img: np.ndarray, resize: int = 256, crop: int = 224) -> np.ndarray:
+    """ImageNet eval geometry on an HxWx3 uint8 image: resize the short side, center-crop. Returns uint8."""
+    sk = _skimage()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    img = img[..., :3]
+    h, w = img.shape[:2]
+    s = resize / min(h, w)
+    nh, nw = max(crop, round(h * s)), max(crop, round(w * s))
+    resized = sk.transform.resize(img, (nh, nw), order=1, anti_aliasing=True, preserve_range=True)
+    top, left = (nh - crop) // 2, (nw - crop) // 2
+    out = resized[top:top + crop, left:left + crop]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def normalize(img_uint8: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 -> 3xHxW float32 with ImageNet mean/std."""
+    x = img_uint8.astype(np.float32) / 255.0
+    x = (x - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def sample_photos(n: int | None = None, size: int = 224) -> dict[str, np.ndarray]:
+    """Cropped uint8 photos from scikit-image, by name."""
+    sk = _skimage()
+    names = SKIMAGE_PHOTOS[:n] if n else SKIMAGE_PHOTOS
+    return {name: center_crop_uint8(getattr(sk.data, name)(), resize=round(size * 256 / 224), crop=size)
+            for name in names}
+
+
+def load_images_dir(path: str | os.PathLike, size: int = 224) -> dict[str, np.ndarray]:
+    sk = _skimage()
+    import skimage.io
+
+    root = Path(path)
+    if not root.is_dir():
+        raise ArtifactError(f"image directory not found: {root}", hint="pass an existing --images DIR")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ArtifactError(f"no images in {root}", hint=f"expected files ending in {', '.join(IMAGE_SUFFIXES)}")
+    out = {}
+    for p in files:
+        try:
+            img = skimage.io.imread(p)
+        except Exception as e:  # decoders raise many types
+            raise ArtifactError(f"cannot decode image {p}: {e}".splitlines()[0],
+                                hint="remove the file or convert it to PNG/JPEG") from e
+        if img.dtype != np.uint8:
+            img = sk.util.img_as_ubyte(img)
+        out[p.name] = center_crop_uint8(img, resize=round(size * 256 / 224), crop=size)
+    return out
+
+
+def batch(images: dict[str, np.ndarray]) -> np.ndarray:
+    return np.stack([normalize(v) for v in images.values()])

@@ -12,8 +12,10 @@ setup:
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 
-setup-system:
+setup-system: setup
+	# The emulated aarch64 board: qemu-user-static (apt, root), then an aarch64 Python + TVM in ~/.cache.
 	bash scripts/setup_emulator.sh
+	$(PYTHON) -m c2f_edge.emulator setup
 
 demo: setup
 	c2f-edge export --weights synthetic --out build/onnx

@@ -1,0 +1,111 @@
+"""`c2f-edge profile`: time a compiled bundle on a board over TVM RPC (or here), or compare results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ORDER = 60
+
+EPILOG = """\
+what it measures (on the board, with TVM's time evaluator):
+  latency of `main` per inference: min, p50, p90, p99, mean, std over --repeat samples, each sample the
+  mean of --number runs; the cold start (first call after loading) separately; throughput in images/s.
+  --per-op: every distinct fused kernel timed alone on the board, as a table and bars, with its share.
+  Every result records the conditions: board key, CPU/cores where the board reveals them, threads,
+  TVM versions, the bundle's sha256 and tuning state, the date. Timings from an emulated board are
+  labelled EMULATED: they are not latencies of any device.
+
+robustness:
+  --timeout S bounds every step (connect, upload, each chunk of samples, each kernel): a board that
+  hangs or drops gives an error within S seconds; samples measured so far stay in --json with
+  "complete": false, and the exit code is non-zero (3).
+
+examples:
+  c2f-edge profile --artifact build/host --local --repeat 20
+  c2f-edge profile --artifact build/arm64 --rpc-tracker 127.0.0.1:9190 --rpc-key pi4 --threads 4 \\
+      --per-op --json pi4.json --plot pi4.png
+  c2f-edge profile --artifact build/arm64 --rpc 192.168.1.20:9090 --repeat 100 --cooldown-ms 50
+  c2f-edge profile --compare untuned.json tuned.json      # side by side, ratios vs the first
+  c2f-edge profile --schema                               # the --json format, field by field
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("profile", help="on-device latency (statistics, per-kernel breakdown, plots) over TVM RPC",
+                       description="Upload a compiled bundle to a board over TVM RPC, load it with the Relax VM "
+                                   "and time it there; or compare saved profile results.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifact", metavar="DIR", help="bundle directory written by `c2f-edge compile` "
+                                                     "(model.so + manifest.json), e.g. build/host")
+    where = p.add_argument_group("where to run (one of)")
+    where.add_argument("--rpc-tracker", metavar="HOST:PORT", help="RPC tracker; needs --rpc-key")
+    where.add_argument("--rpc-key", metavar="KEY", help="device key registered with the tracker (with --rpc: the "
+                                                        "--key the server was started with, if any)")
+    where.add_argument("--rpc", metavar="HOST:PORT", help="an RPC server started without a tracker")
+    where.add_argument("--local", action="store_true", help="this machine, in-process (host bundles)")
+    t = p.add_argument_group("timing")
+    t.add_argument("--warmup", type=int, metavar="N", default=2, help="untimed runs after the cold start (default 2)")
+    t.add_argument("--repeat", type=int, metavar="N", default=30, help="number of latency samples (default 30)")
+    t.add_argument("--number", type=int, metavar="N", default=1, help="runs averaged into each sample (default 1)")
+    t.add_argument("--min-repeat-ms", type=int, metavar="MS", default=0,
+                   help="raise --number until one sample lasts this long (default 0: off)")
+    t.add_argument("--cooldown-ms", type=int, metavar="MS", default=0, help="pause between samples, e.g. against thermal "
+                                                              "throttling (default 0)")
+    t.add_argument("--threads", type=int, metavar="N", help="board thread pool size (runtime.config_threadpool); "
+                                               "default: the board's TVM default")
+    t.add_argument("--affinity", choices=["big", "little"], default="big",
+                   help="with --threads on big.LITTLE boards: which cluster (default big)")
+    t.add_argument("--per-op", action="store_true", help="also time every fused kernel on the board")
+    t.add_argument("--timeout", type=float, metavar="S", default=300.0,
+                   help="seconds any one step may take before the board counts as dropped (default 300)")
+    t.add_argument("--emulated", action=argparse.BooleanOptionalAction, default=None,
+                   help="label the board as emulated (default: detected from c2f-edge's emulator key '*-emu')")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", metavar="PATH", help="write the result here (format: --schema), also when incomplete")
+    o.add_argument("--plot", metavar="PATH", help="write a PNG: latency histogram and per-kernel bars")
+    o.add_argument("--compare", nargs="+", metavar="JSON", help="print saved results side by side and exit")
+    o.add_argument("--schema", action="store_true", help="print the JSON schema and exit")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from c2f_edge.artifacts import write_json
+    from c2f_edge.errors import UsageError
+    from c2f_edge.profile import ProfileConfig, profile, raise_if_incomplete, report
+
+    if args.schema:
+        print(report.SCHEMA_DOC, end="")
+        return 0
+    if args.compare:
+        if len(args.compare) < 2:
+            raise UsageError("--compare needs at least two result files", hint="c2f-edge profile --compare a.json b.json")
+        print(report.compare([report.load_result(p) for p in args.compare]), end="")
+        return 0
+    if not args.artifact:
+        raise UsageError("--artifact DIR is required", hint="e.g. --artifact build/host (written by `c2f-edge compile`)")
+    modes = [m for m, on in (("tracker", args.rpc_tracker), ("direct", args.rpc), ("local", args.local)) if on]
+    if len(modes) != 1:
+        raise UsageError("choose exactly one of --rpc-tracker HOST:PORT --rpc-key KEY, --rpc HOST:PORT, --local",
+                         hint="e.g. --rpc-tracker 127.0.0.1:9190 --rpc-key host")
+    if args.rpc_key and modes[0] == "local":
+        raise UsageError("--rpc-key goes with --rpc-tracker (or --rpc), not --local", hint="drop --rpc-key")
+    cfg = ProfileConfig(artifact=args.artifact, mode=modes[0], tracker=args.rpc_tracker, key=args.rpc_key,
+                        addr=args.rpc, warmup=args.warmup, repeat=args.repeat, number=args.number,
+                        min_repeat_ms=args.min_repeat_ms, cooldown_ms=args.cooldown_ms, threads=args.threads,
+                        affinity=args.affinity, per_op=args.per_op, timeout=args.timeout, emulated=args.emulated)
+    result = profile(cfg)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.json, result)
+    if args.plot and (result["samples_ms"] or result["per_op"]):
+        from c2f_edge.profile.plot import plot
+
+        plot(result, args.plot)
+    if result["samples_ms"] or result["complete"]:
+        print(report.markdown(result), end="")
+    if args.json:
+        print(f"result: {args.json}", file=sys.stderr)
+    raise_if_incomplete(result)
+    return 0

@@ -1,0 +1,193 @@
+"""Markdown summaries of profile results, and the side-by-side comparison of several results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from c2f_edge.errors import ArtifactError
+
+SCHEMA_DOC = """\
+profile JSON (schema 1), as written by `c2f-edge profile --json PATH`:
+  schema            1 (bumped on incompatible changes)
+  kind              "c2f-edge.profile"
+  complete          false if the board dropped or timed out: what was measured is kept
+  error             null, or {type, message, hint, stage}
+  conditions        date; board {key, connection, address, emulated, emulated_note}; cpu {model, board,
+                    cores, source, note}; device {type, attributes}; threads {requested, affinity, used,
+                    note}; tvm {client, client_ffi, remote, remote_note}; artifact {path, sha256, bytes,
+                    target, target_json, tuning, tuning_log, variant, input}; settings {warmup, repeat,
+                    number, min_repeat_ms, cooldown_ms, threads, affinity, per_op, timeout}; client;
+                    rpc_roundtrip_ms
+  latency_ms        {min, p50, p90, p99, mean, std, samples, cold_start}   (milliseconds)
+  throughput_ips    images/s at the mean latency (batch / mean)
+  timing_method     "board" (TVM time evaluator on the board) or "client" (runs >= 1 s, timed around the call)
+  samples_ms        every sample (each the mean of `number` runs)
+  warmup_ms, load   warm-up call times; {upload_s, load_s}
+  per_op            [{kernel, calls, signature, ms_per_call, total_ms, share, error}], by total_ms
+  per_op_summary    {kernel_sum_ms, end_to_end_ms (p50), kernel_sum_over_end_to_end, kernels_measured,
+                    kernels_failed, calls, kernels_planned, calls_planned, complete, error, method}
+  notes             caveats that apply to these numbers
+"""
+
+
+def _f(x, nd: int = 2) -> str:
+    return "n/a" if x is None else f"{x:,.{nd}f}"
+
+
+def load_result(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ArtifactError(f"no profile result at {p}", hint="write one with `c2f-edge profile ... --json PATH`")
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{p} is not valid JSON ({e.msg})", hint="re-run the profile") from e
+    if d.get("kind") != "c2f-edge.profile" or "latency_ms" not in d:
+        raise ArtifactError(f"{p} is not a c2f-edge profile result", hint="pass files written by `profile --json`")
+    return d
+
+
+def label(result: dict) -> str:
+    c = result["conditions"]
+    a = c["artifact"]
+    emu = " EMULATED" if c["board"]["emulated"] else ""
+    return f"{a.get('target')} {a.get('tuning') or ''} @ {c['board']['key']}{emu}".replace("  ", " ")
+
+
+def markdown(result: dict, top: int = 15) -> str:
+    c, lat = result["conditions"], result["latency_ms"]
+    a, b = c["artifact"], c["board"]
+    lines = []
+    status = "complete" if result["complete"] else "INCOMPLETE"
+    lines.append(f"## Profile: {a.get('target')} bundle ({a.get('tuning') or 'tuning unknown'}) on "
+                 f"{b['key']} ({status})")
+    lines.append("")
+    if b["emulated"]:
+        lines.append(f"> **{b['emulated_note']}**")
+        lines.append("")
+    if result.get("error"):
+        e = result["error"]
+        lines.append(f"> **error** during {e.get('stage')}: {e.get('message')}")
+        lines.append("")
+    unit = "emulated ms" if b["emulated"] else "ms"
+    lines.append(f"| statistic | {unit} |")
+    lines.append("|---|---:|")
+    for k in ("min", "p50", "p90", "p99", "mean", "std"):
+        lines.append(f"| {k} | {_f(lat[k], 3)} |")
+    lines.append(f"| cold start (first run) | {_f(lat['cold_start'], 3)} |")
+    lines.append(f"| samples | {lat['samples']} |")
+    thr = result.get("throughput_ips")
+    lines.append(f"| throughput | {_f(thr, 2)} images/s{' (emulated)' if b['emulated'] else ''} |")
+    lines.append("")
+    cpu = c.get("cpu") or {}
+    th = c.get("threads") or {}
+    tvm = c["tvm"]
+    lines.append("Conditions:")
+    lines.append(f"- board: key `{b['key']}` via {b['connection']} ({b['address']})"
+                 f"{', **emulated**' if b['emulated'] else ''}")
+    lines.append(f"- CPU: {cpu.get('model') or 'model not exposed'}"
+                 f"{(', board ' + cpu['board']) if cpu.get('board') else ''}; cores: "
+                 f"{cpu.get('cores') if cpu.get('cores') is not None else 'not exposed'}"
+                 f"{('  (' + cpu['note'] + ')') if cpu.get('note') else ''}")
+    lines.append(f"- threads: {th.get('used') if th.get('used') is not None else 'unknown'} used"
+                 f" (requested: {th.get('requested') or 'default'}"
+                 f"{', affinity ' + th['affinity'] if th.get('affinity') else ''})"
+                 f"{'  **' + th['note'] + '**' if th.get('requested') and th.get('note') else ''}")
+    lines.append(f"- device: {c['device']['type']}")
+    lines.append(f"- TVM: client {tvm['client']} (ffi {tvm['client_ffi']}), board "
+                 f"{tvm['remote'] or 'unknown (' + (tvm.get('remote_note') or '') + ')'}")
+    lines.append(f"- artifact: {a['path']} sha256 {a['sha256'][:16]}…, target {a.get('target')}, "
+                 f"{a.get('tuning')}")
+    s = c["settings"]
+    lines.append(f"- settings: warmup {s['warmup']}, repeat {s['repeat']}, number {s['number']}, "
+                 f"min_repeat_ms {s['min_repeat_ms']}, cooldown_ms {s['cooldown_ms']}, timeout {s['timeout']}s")
+    if c.get("rpc_roundtrip_ms") is not None:
+        lines.append(f"- RPC round trip: {c['rpc_roundtrip_ms']:.3f} ms")
+    lines.append(f"- date: {c['date']}")
+    if result.get("per_op_summary"):
+        lines.append("")
+        lines.extend(per_op_table(result, top))
+    if result.get("notes"):
+        lines.append("")
+        lines.extend(f"Note: {n}" for n in result["notes"] if n and "EMULATED" not in n)
+    return "\n".join(lines) + "\n"
+
+
+def per_op_table(result: dict, top: int = 15) -> list[str]:
+    summ, rows = result["per_op_summary"], result["per_op"]
+    emu = " (emulated)" if result["conditions"]["board"]["emulated"] else ""
+    title = (f"Per-kernel breakdown{emu}: {summ['kernels_measured']} kernels, {summ['calls']} calls"
+             f"{'' if summ['complete'] else ' (INCOMPLETE)'}")
+    out = [title, "",
+           "| # | kernel | calls | ms/call | total ms | share |", "|---:|---|---:|---:|---:|---:|"]
+    for i, r in enumerate(rows[:top], 1):
+        if r["total_ms"] is None:
+            out.append(f"| {i} | {r['kernel']} | {r['calls']} | failed | | {r['error'] or ''} |")
+        else:
+            out.append(f"| {i} | {r['kernel']} | {r['calls']} | {_f(r['ms_per_call'], 4)} | "
+                       f"{_f(r['total_ms'], 3)} | {r['share'] * 100:.1f}% |")
+    rest = [r for r in rows[top:] if r["total_ms"] is not None]
+    if rest:
+        out.append(f"| | ({len(rest)} more) | {sum(r['calls'] for r in rest)} | | "
+                   f"{_f(sum(r['total_ms'] for r in rest), 3)} | {sum(r['share'] for r in rest) * 100:.1f}% |")
+    out.append("")
+    if summ.get("error"):
+        out.append(f"Per-kernel breakdown failed: {summ['error']}")
+    ratio = summ.get("kernel_sum_over_end_to_end")
+    out.append(f"Kernel sum {_f(summ['kernel_sum_ms'], 3)} ms vs end-to-end p50 {_f(summ['end_to_end_ms'], 3)} ms"
+               f" (ratio {_f(ratio, 2)}): kernels timed alone run with warm caches; the rest is VM overhead, "
+               "memory traffic between kernels and builtins.")
+    if summ["kernels_failed"]:
+        out.append(f"{summ['kernels_failed']} kernel(s) could not be timed alone (see `error` in the JSON).")
+    return out
+
+
+def compare(results: list[dict], names: list[str] | None = None) -> str:
+    """Side-by-side table; ratios are relative to the first result (>1 = slower than it)."""
+    names = names or [label(r) for r in results]
+    base = results[0]["latency_ms"]
+    head = "| metric | " + " | ".join(names) + " |"
+    lines = ["## Profile comparison (ratios vs the first column)", ""]
+    if any(r["conditions"]["board"]["emulated"] for r in results):
+        lines += ["> columns marked EMULATED are emulator timings, NOT device latencies", ""]
+    lines += [head, "|---|" + "---:|" * len(results)]
+    for k in ("min", "p50", "p90", "p99", "mean", "std", "cold_start"):
+        cells = []
+        for i, r in enumerate(results):
+            v = r["latency_ms"][k]
+            cell = f"{_f(v, 3)} ms"
+            if i and v is not None and base[k]:
+                cell += f" ({v / base[k]:.2f}x)"
+            cells.append(cell)
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    thr = [r.get("throughput_ips") for r in results]
+    cells = [f"{_f(t, 2)}" + (f" ({t / thr[0]:.2f}x)" if i and t and thr[0] else "") for i, t in enumerate(thr)]
+    lines.append("| throughput (img/s) | " + " | ".join(cells) + " |")
+    lines.append("| samples | " + " | ".join(str(r["latency_ms"]["samples"]) for r in results) + " |")
+    lines.append("| complete | " + " | ".join("yes" if r["complete"] else "NO" for r in results) + " |")
+    for field, get in (("target", lambda r: r["conditions"]["artifact"].get("target")),
+                       ("tuning", lambda r: r["conditions"]["artifact"].get("tuning")),
+                       ("board", lambda r: r["conditions"]["board"]["key"]
+                        + (" (EMULATED)" if r["conditions"]["board"]["emulated"] else "")),
+                       ("threads", lambda r: (r["conditions"].get("threads") or {}).get("used")),
+                       ("sha256", lambda r: r["conditions"]["artifact"]["sha256"][:12]),
+                       ("date", lambda r: r["conditions"]["date"])):
+        lines.append(f"| {field} | " + " | ".join(str(get(r)) for r in results) + " |")
+    with_ops = [r for r in results if r.get("per_op_summary")]
+    if len(with_ops) == len(results) and len(results) > 1:
+        lines += ["", "Top kernels (total ms per inference):", ""]
+        lines += ["| kernel | " + " | ".join(names) + " |", "|---|" + "---:|" * len(results)]
+        first = results[0]["per_op"]
+        by_name = [{row["kernel"]: row for row in r["per_op"]} for r in results]
+        for row in first[:10]:
+            cells = []
+            for i, m in enumerate(by_name):
+                other = m.get(row["kernel"])
+                t = other["total_ms"] if other else None
+                cell = _f(t, 3)
+                if i and t is not None and row["total_ms"]:
+                    cell += f" ({t / row['total_ms']:.2f}x)"
+                cells.append(cell)
+            lines.append(f"| {row['kernel']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -16,6 +16,8 @@ setup-system: setup
 	# The emulated aarch64 board: qemu-user-static (apt, root), then an aarch64 Python + TVM in ~/.cache.
 	bash scripts/setup_emulator.sh
 	$(PYTHON) -m c2f_edge.emulator setup
+	# zig builds its libc cache per target on first use (minutes); do it once, outside the tests.
+	$(PYTHON) -m c2f_edge.crosslink
 
 demo: setup
 	c2f-edge export --weights synthetic --out build/onnx

@@ -47,10 +47,10 @@ def canonical_target(target_json: dict | str) -> str:
 
 
 def _plain(x):
-    if isinstance(x, dict):
+    if hasattr(x, "items"):  # dicts and TVM Maps
         return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
+    if isinstance(x, (list, tuple)) or (hasattr(x, "__iter__") and not isinstance(x, (str, bytes))):
+        return [_plain(v) for v in x]  # lists and TVM Arrays
     if isinstance(x, (int, float, bool)) or x is None:
         return x
     return str(x)

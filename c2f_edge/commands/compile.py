@@ -1,0 +1,94 @@
+"""`c2f-edge compile`: simplified ONNX -> TVM bundle (model.so + manifest + README) for a target."""
+
+from __future__ import annotations
+
+import sys
+
+from c2f_edge.commands._common import add_model_args
+
+ORDER = 20
+
+EPILOG = """\
+writes OUT (default build/<target>/):
+  model.so        the model for the board, weights included, linked for the board's CPU
+  manifest.json   target JSON, TVM/tool versions, input spec, sha256 of ONNX and model.so, tuning log, parity
+  README.txt      how to load and run it on the board with the TVM runtime
+
+model source (one of):
+  --onnx PATH                          a model.onnx from `c2f-edge export`
+  --weights synthetic | --checkpoint   export first (into the bundle's temp dir, removed afterwards)
+  (nothing)                            build/onnx/model.onnx
+
+linking: aarch64 and armv7 bundles are linked with zig (pip package `ziglang`, no system cross
+toolchain); its first use per target builds a libc cache (~90 s) under ${C2F_EDGE_CACHE:-~/.cache/c2f-edge}.
+Android needs the NDK ($ANDROID_NDK_HOME). --cross-compiler uses another linker.
+
+tuning: a MetaSchedule log in tuning_logs/<target>/ (from `c2f-edge tune`) is applied when it matches
+this TVM, target and model graph; otherwise the build is untuned (the manifest says why).
+
+examples:
+  c2f-edge compile --target host --weights synthetic
+  c2f-edge compile --target rpi4 --onnx build/onnx/model.onnx
+  c2f-edge compile --target arm64 --cross-compiler aarch64-linux-gnu-g++
+  c2f-edge compile --target '{"kind":"llvm","mtriple":"aarch64-linux-gnu","mcpu":"cortex-a55"}' --out build/a55
+"""
+
+
+def register(sub) -> None:
+    import argparse
+
+    p = sub.add_parser("compile", help="compile the ONNX model with TVM into a bundle for a board",
+                       description="Compile Conv2Former with TVM Relax for an ARM CPU or OpenCL GPU and write a "
+                                   "deployable bundle. `c2f-edge targets` lists the targets.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", required=True, metavar="NAME|JSON",
+                   help="target name (see `c2f-edge targets`) or a TVM target JSON")
+    p.add_argument("--onnx", metavar="PATH", help="ONNX model from `c2f-edge export`")
+    add_model_args(p)
+    p.add_argument("--tuning-log", metavar="DIR|none",
+                   help="MetaSchedule log to apply (default: tuning_logs/<target>/ if it fits; 'none': untuned)")
+    p.add_argument("--cross-compiler", metavar="CMD",
+                   help="link with CMD instead of zig, e.g. aarch64-linux-gnu-g++ (words split like a shell)")
+    p.add_argument("--out", metavar="DIR", help="bundle directory (default build/<target>/)")
+    v = p.add_mutually_exclusive_group()
+    v.add_argument("--verify", default="auto", metavar="MODE",
+                   help="check the bundle against a reference after building: auto (run it here when it can: "
+                        "host bundles), local, emulated (aarch64 under qemu), rpc://HOST:PORT or "
+                        "rpc://tracker@HOST:PORT/KEY (a board), "
+                        "none (default auto)")
+    v.add_argument("--no-verify", dest="verify", action="store_const", const="none", help="same as --verify none")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from c2f_edge.artifacts import read_manifest
+    from c2f_edge.compile import LIBRARY, CompileConfig, compile_bundle
+
+    if args.onnx and (args.weights or args.checkpoint):
+        from c2f_edge.errors import UsageError
+
+        raise UsageError("give either --onnx or --weights/--checkpoint, not both",
+                         hint="--onnx compiles an exported model; --weights/--checkpoint export one first")
+    if args.weights == "synthetic":
+        from c2f_edge.models.weights import SYNTHETIC_WARNING
+
+        print(f"warning: {SYNTHETIC_WARNING}", file=sys.stderr)
+    cfg = CompileConfig(target=args.target, onnx=args.onnx, variant=args.variant, checkpoint=args.checkpoint,
+                        weights=args.weights, seed=args.seed, tuning_log=args.tuning_log,
+                        cross_compiler=args.cross_compiler, out=args.out, verify=args.verify)
+    out = compile_bundle(cfg)
+    m = read_manifest(out)
+    f = m["files"][LIBRARY]
+    print(f"wrote {out / LIBRARY} ({f['bytes'] / 1e6:.1f} MB, {f['elf']}) for {m['target']['name']} "
+          f"in {m['timings_s']['total']:.0f} s")
+    print(f"tuning: {m['tuning']['note']}")
+    par = m["parity"]
+    if par.get("status") == "passed":
+        for name, r in par.items():
+            if isinstance(r, dict):
+                print(f"verified ({name}): max abs diff {r['max_abs_diff']:.2e} vs ONNX Runtime, "
+                      f"top-1 agreement {r['top1_agreement']:.0%} on {r['n_inputs']} inputs")
+    else:
+        print(f"verification {par.get('status')}: {par.get('note')}")
+    print(f"manifest: {out / 'manifest.json'}", file=sys.stderr)
+    return 0

@@ -181,6 +181,11 @@ def export_onnx(cfg: ExportConfig, model=None, source=None) -> Path:
         with stages.step("writing manifest"):
             import shutil
 
+            from c2f_edge.parity import onnx_probe
+
+            # onnxsim drops the exporter's module-scope metadata; keep the module -> tensor map so
+            # parity can localize a divergence in this file without re-exporting.
+            onnx_probe.save_scopes(raw, tmp / onnx_probe.SCOPES_FILE)
             shutil.rmtree(raw_path.parent)
             batch_dim = "batch" if cfg.dynamic_batch else cfg.batch
             manifest = new_manifest(

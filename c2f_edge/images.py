@@ -10,8 +10,16 @@ import numpy as np
 from c2f_edge.artifacts import IMAGENET_MEAN, IMAGENET_STD
 from c2f_edge.errors import ArtifactError, MissingDependencyError
 
-# Colour photographs shipped inside the scikit-image wheel.
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right")
+# Colour photographs shipped inside the scikit-image wheel: name -> (loader, index into a tuple result).
+_PHOTO_SOURCES = {
+    "astronaut": ("astronaut", None),
+    "chelsea": ("chelsea", None),
+    "coffee": ("coffee", None),
+    "rocket": ("rocket", None),
+    "motorcycle_left": ("stereo_motorcycle", 0),
+    "motorcycle_right": ("stereo_motorcycle", 1),
+}
+SKIMAGE_PHOTOS = tuple(_PHOTO_SOURCES)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -49,9 +57,13 @@ def normalize(img_uint8: np.ndarray) -> np.ndarray:
 def sample_photos(n: int | None = None, size: int = 224) -> dict[str, np.ndarray]:
     """Cropped uint8 photos from scikit-image, by name."""
     sk = _skimage()
-    names = SKIMAGE_PHOTOS[:n] if n else SKIMAGE_PHOTOS
-    return {name: center_crop_uint8(getattr(sk.data, name)(), resize=round(size * 256 / 224), crop=size)
-            for name in names}
+    out = {}
+    for name in SKIMAGE_PHOTOS[:n] if n else SKIMAGE_PHOTOS:
+        loader, index = _PHOTO_SOURCES[name]
+        img = getattr(sk.data, loader)()
+        img = img[index] if index is not None else img
+        out[name] = center_crop_uint8(img, resize=round(size * 256 / 224), crop=size)
+    return out
 
 
 def load_images_dir(path: str | os.PathLike, size: int = 224) -> dict[str, np.ndarray]:

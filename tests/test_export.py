@@ -13,7 +13,8 @@ from c2f_edge.images import batch, sample_photos
 
 def test_export_writes_one_checked_simplified_file(onnx_artifact):
     files = sorted(p.name for p in onnx_artifact.iterdir())
-    assert files == ["manifest.json", "model.onnx"]  # no .onnx.data sidecar, no temp leftovers
+    # no .onnx.data sidecar, no temp leftovers; scopes.json maps modules to tensors for parity
+    assert files == ["manifest.json", "model.onnx", "scopes.json"]
     onnx.checker.check_model(str(onnx_artifact / "model.onnx"))
     m = json.loads((onnx_artifact / "manifest.json").read_text())
     assert m["nodes"]["after_simplify"] < m["nodes"]["before_simplify"]

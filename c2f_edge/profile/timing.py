@@ -27,7 +27,7 @@ def throughput_ips(mean_ms: float | None, batch: int) -> float | None:
     """Images per second at the measured mean latency (one request at a time)."""
     if not mean_ms or mean_ms <= 0:
         return None
-    return round(1000.0 * batch / mean_ms, 3)
+    return float(f"{1000.0 * batch / mean_ms:.4g}")  # 4 significant digits: slow boards give < 1 img/s
 
 
 def chunk_sizes(repeat: int, est_ms: float, number: int, timeout_s: float, cooldown_ms: float = 0.0,

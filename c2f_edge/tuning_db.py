@@ -18,6 +18,20 @@ META = "meta.json"
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 DEFAULT_ROOT = Path("tuning_logs")
+ENV_ROOT = "C2F_EDGE_TUNING_LOGS"
+# Bump when c2f_edge.tvm_build changes how ops are lowered: old records would then silently stop matching.
+PIPELINE_VERSION = 1
+
+
+def default_root() -> Path:
+    """Where tuning logs live: $C2F_EDGE_TUNING_LOGS, else ./tuning_logs if it exists, else the one
+    committed beside the package (a source checkout), so `compile` finds the shipped logs from any cwd."""
+    if os.environ.get(ENV_ROOT):
+        return Path(os.environ[ENV_ROOT])
+    shipped = Path(__file__).resolve().parent.parent / "tuning_logs"
+    if not DEFAULT_ROOT.is_dir() and shipped.is_dir():
+        return shipped
+    return DEFAULT_ROOT
 
 
 @dataclass
@@ -82,13 +96,15 @@ def mismatch(log: TuningLog, target_json: dict, graph_signature: str | None) -> 
         return f"tuned with TVM {m.get('tvm_version')}, this is TVM {tvm.__version__}"
     if canonical_target(m.get("target", {})) != canonical_target(target_json):
         return f"tuned for target {json.dumps(m.get('target'))}, building for {json.dumps(target_json)}"
+    if m.get("pipeline_version") != PIPELINE_VERSION:
+        return f"tuned with c2f-edge pipeline version {m.get('pipeline_version')}, this is {PIPELINE_VERSION}"
     if graph_signature and m.get("graph_signature") != graph_signature:
         return "tuned for another model graph (graph_signature differs: other variant, input size or opset)"
     return None
 
 
 def find_log(target_name: str, target_json: dict, graph_signature: str | None,
-             explicit: str | None = None, root: str | os.PathLike = DEFAULT_ROOT) -> tuple[TuningLog | None, str]:
+             explicit: str | None = None, root: str | os.PathLike | None = None) -> tuple[TuningLog | None, str]:
     """Pick the tuning log for a build. Returns (log or None, a one-line note for the user/manifest).
 
     explicit: None (look in `root/<target_name>/`), "none" (build untuned on purpose), or a directory.
@@ -103,7 +119,7 @@ def find_log(target_name: str, target_json: dict, graph_signature: str | None,
             raise ArtifactError(f"tuning log {explicit} does not fit this build: {why}",
                                 hint="re-tune with `c2f-edge tune`, or pass --tuning-log none")
         return log, f"tuned: {log.path} ({log.n_records} records)"
-    auto = Path(root) / target_name
+    auto = Path(root if root is not None else default_root()) / target_name
     if not (auto / RECORD_FILE).is_file():
         return None, f"untuned (no tuning log at {auto})"
     log = read_log(auto)
@@ -114,12 +130,12 @@ def find_log(target_name: str, target_json: dict, graph_signature: str | None,
 
 
 def write_meta(work_dir: str | os.PathLike, **fields) -> dict:
-    from c2f_edge.artifacts import write_json
-
     import tvm
+
+    from c2f_edge.artifacts import write_json
 
     path = Path(work_dir) / META
     meta = json.loads(path.read_text()) if path.is_file() else {}
-    meta.update({"tvm_version": tvm.__version__, **fields})
+    meta.update({"tvm_version": tvm.__version__, "pipeline_version": PIPELINE_VERSION, **fields})
     write_json(path, meta)
     return meta

@@ -1,0 +1,257 @@
+"""`c2f-edge tune`: real (small) tuning runs, resume after an interrupt, RPC measurement, replay in compile."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from c2f_edge import tuning_db
+from c2f_edge.errors import UsageError
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _records(work: Path) -> list:
+    f = work / tuning_db.RECORD_FILE
+    return [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()] if f.is_file() else []
+
+
+def _run_secs(record) -> list[float]:
+    # A JSONDatabase line: [workload index, [trace, run_secs, target, args_info]]
+    return [float(s) for s in record[1][1]]
+
+
+def _measured_ok(work: Path) -> int:
+    return sum(1 for r in _records(work) if _run_secs(r) and max(_run_secs(r)) < 1e9)
+
+
+def _sha(work: Path) -> dict:
+    from c2f_edge.artifacts import sha256_file
+
+    return {n: sha256_file(work / n) for n in (tuning_db.WORKLOAD_FILE, tuning_db.RECORD_FILE)}
+
+
+# --- pure logic --------------------------------------------------------------------------------------
+
+class _Task:
+    def __init__(self, weight=1):
+        self.weight = weight
+        self.dispatched = [None]
+
+
+def test_plan_resume_counts_done_trials_and_puts_least_tuned_first():
+    from c2f_edge.tune import plan_resume
+
+    tasks = [_Task() for _ in range(4)]
+    order, left, done = plan_resume(tasks, [16, 0, 32, 0], trials=100, trials_per_round=16, max_tasks=None)
+    assert done == 48 and left == 52
+    assert order == [1, 3, 0, 2]
+    _, left, _ = plan_resume(tasks, [64, 64, 0, 0], trials=100, trials_per_round=16, max_tasks=None)
+    assert left == 0
+
+
+def test_bad_rpc_options_are_usage_errors(tiny_onnx, tmp_path):
+    from c2f_edge.tune import TuneConfig, tune
+
+    with pytest.raises(UsageError, match="--rpc-key"):
+        tune(TuneConfig(target="host", onnx=str(tiny_onnx), work_dir=str(tmp_path / "w"), rpc_tracker="127.0.0.1:1"))
+    with pytest.raises(UsageError, match="alternatives"):
+        tune(TuneConfig(target="host", onnx=str(tiny_onnx), work_dir=str(tmp_path / "w"), rpc="127.0.0.1:1",
+                        rpc_tracker="127.0.0.1:2", rpc_key="k"))
+    with pytest.raises(UsageError, match="HOST:PORT"):
+        tune(TuneConfig(target="host", onnx=str(tiny_onnx), work_dir=str(tmp_path / "w"), rpc="nohostport"))
+
+
+def test_cross_target_without_board_is_refused(tiny_onnx, tmp_path):
+    from c2f_edge.tune import TuneConfig, tune
+
+    with pytest.raises(UsageError, match="not this machine"):
+        tune(TuneConfig(target="arm64", onnx=str(tiny_onnx), work_dir=str(tmp_path / "w")))
+
+
+def test_unreachable_tracker_is_a_remote_error(tiny_onnx, tmp_path):
+    from c2f_edge.errors import RemoteError
+    from c2f_edge.rpc import free_port
+    from c2f_edge.tune import TuneConfig, tune
+
+    with pytest.raises(RemoteError):
+        tune(TuneConfig(target="host", onnx=str(tiny_onnx), work_dir=str(tmp_path / "w"),
+                        rpc_tracker=f"127.0.0.1:{free_port()}", rpc_key="nobody"))
+    assert not (tmp_path / "w" / tuning_db.RECORD_FILE).exists()
+
+
+def test_cli_reports_usage_errors(capsys):
+    from c2f_edge.cli import main
+
+    assert main(["tune", "--target", "host", "--rpc-key", "k", "--onnx", "x.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "hint:" in err
+
+
+# --- a real tuning run on the tiny net -----------------------------------------------------------------
+
+def test_tuning_writes_a_database_with_meta(tiny_tuned, tiny_onnx):
+    import onnx
+
+    from c2f_edge import targets
+    from c2f_edge.export import graph_signature
+
+    log = tuning_db.read_log(tiny_tuned)
+    # MetaSchedule checks the budget between rounds, so it may measure a few more than asked.
+    assert 8 <= log.n_records <= 8 + 4
+    assert _measured_ok(tiny_tuned) >= 1, "no candidate was measured successfully"
+    m = log.meta
+    import tvm
+
+    assert m["tvm_version"] == tvm.__version__
+    assert m["target_name"] == "host"
+    assert m["target"] == targets.get("host").to_json()
+    assert m["graph_signature"] == graph_signature(onnx.load(str(tiny_onnx)))
+    assert m["trials"] == log.n_records and m["input_shape"] == [1, 3, 32, 32]
+    assert m["machine"]["kind"] == "local" and m["machine"]["cores"] >= 1 and m["machine"]["cpu"]
+    assert m["tuning_time_s"] > 0 and m["date"]
+    # compile's lookup accepts it for the same target and graph
+    found, note = tuning_db.find_log("host", targets.get("host").to_json(), m["graph_signature"],
+                                     explicit=str(tiny_tuned))
+    assert found is not None and "tuned" in note
+
+
+def test_replay_builds_from_the_database_without_measuring(tiny_tuned, tiny_onnx):
+    import onnxruntime as ort
+    import tvm
+
+    from c2f_edge import targets, tvm_build
+
+    before = _sha(tiny_tuned)
+    target = targets.get("host").to_json()
+    mod, params = tvm_build.import_onnx(str(tiny_onnx))
+    ex = tvm_build.build(mod, params, target, database=tvm_build.open_database(tiny_tuned))
+    vm = tvm.runtime.vm.VirtualMachine(ex, tvm.cpu())
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    out = vm["main"](tvm.runtime.tensor(x)).numpy()
+    ref = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+    assert _sha(tiny_tuned) == before, "replaying the log changed the database"
+
+
+def test_work_dir_for_another_target_or_model_is_refused(tiny_tuned, tiny_onnx, tmp_path):
+    from c2f_edge.tune import TuneConfig, tune
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_tuned, other)
+    meta = json.loads((other / "meta.json").read_text())
+    meta["target"] = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
+    (other / "meta.json").write_text(json.dumps(meta))
+    n = len(_records(other))
+    with pytest.raises(UsageError, match="something else"):
+        tune(TuneConfig(target="host", trials=16, onnx=str(tiny_onnx), work_dir=str(other)))
+    assert len(_records(other)) == n
+
+
+def test_nothing_left_to_do_measures_nothing(tiny_tuned, tiny_onnx, tmp_path):
+    from c2f_edge.tune import TuneConfig, tune
+
+    work = tmp_path / "again"
+    shutil.copytree(tiny_tuned, work)
+    before = _sha(work)
+    log = tune(TuneConfig(target="host", trials=8, onnx=str(tiny_onnx), work_dir=str(work), trials_per_round=4))
+    assert _sha(work) == before and log.meta["trials"] == log.n_records
+
+
+def test_interrupted_tuning_resumes_without_losing_records(tiny_onnx, tmp_path):
+    """Ctrl-C a real `c2f-edge tune` mid-run, then run it again: records only grow, the budget is the total."""
+    work = tmp_path / "log"
+    # A shell's background jobs ignore SIGINT and children inherit that, so the child installs Python's
+    # Ctrl-C handler itself, whatever started this test.
+    launcher = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "from c2f_edge.cli import main; sys.exit(main())")
+    cmd = [sys.executable, "-c", launcher, "tune", "--target", "host", "--onnx", str(tiny_onnx),
+           "--work-dir", str(work), "--trials", "400", "--trials-per-round", "4"]
+    env = {**os.environ, "C2F_EDGE_QUIET": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        deadline = time.time() + 600
+        while len(_records(work)) < 4 and proc.poll() is None and time.time() < deadline:
+            time.sleep(1)
+        assert proc.poll() is None, f"tune ended early: {proc.communicate()[1][-2000:]}"
+        assert len(_records(work)) >= 4, "no records within 10 minutes"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0, "an interrupted tune must not exit 0"
+    assert "interrupted" in err
+    first = _records(work)
+    n1 = len(first)
+    meta = json.loads((work / "meta.json").read_text())
+    assert 4 <= meta["trials"] <= n1 + 4  # meta follows the records round by round
+
+    from c2f_edge.tune import TuneConfig, tune
+
+    log = tune(TuneConfig(target="host", trials=n1 + 4, onnx=str(tiny_onnx), work_dir=str(work), trials_per_round=4))
+    n2 = log.n_records
+    assert n2 >= n1 + 4, f"records dropped or not resumed: {n1} -> {n2}"
+    assert log.meta["trials"] >= n1 + 4
+    assert _records(work)[:n1] == first, "the records of the interrupted run changed"
+
+
+def test_tuning_over_rpc_tracker_measures_on_the_server(tiny_onnx, tmp_path):
+    """Tracker and host RPC server on 127.0.0.1, started here and stopped by pid: RPCRunner path."""
+    from c2f_edge import rpc
+    from c2f_edge.tune import TuneConfig, tune
+
+    work = tmp_path / "rpc-log"
+    tracker = rpc.start_tracker()
+    server = None
+    try:
+        server = rpc.start_host_server(tracker=tracker, key="c2f-tune-test")
+        log = tune(TuneConfig(target="host", trials=4, onnx=str(tiny_onnx), work_dir=str(work), trials_per_round=4,
+                              rpc_tracker=tracker.address, rpc_key="c2f-tune-test", max_tasks=1))
+    finally:
+        for svc in (server, tracker):
+            if svc is not None:
+                pid = svc.pid
+                svc.stop()
+                assert not rpc._group_members(pid), f"process group {pid} still alive"
+    assert 4 <= log.n_records <= 8
+    assert _measured_ok(work) >= 1, "no candidate ran on the RPC server"
+    m = log.meta["machine"]
+    assert m["kind"] == "rpc" and m["key"] == "c2f-tune-test" and m["tracker"] == tracker.address
+
+
+# --- the real model: tune a kernel, compile from the log, compare with PyTorch -----------------------------
+
+@pytest.mark.slow
+def test_compile_applies_a_conv2former_log_and_matches_pytorch(c2f_tuned, onnx_artifact, tmp_path):
+    import torch
+
+    from c2f_edge.compile import CompileConfig, compile_bundle, load_bundle
+    from c2f_edge.export import compare, parity_inputs
+    from c2f_edge.models.weights import load_model
+
+    log = tuning_db.read_log(c2f_tuned)
+    assert log.n_records >= 4 and _measured_ok(c2f_tuned) >= 1
+    before = _sha(c2f_tuned)
+    bundle = compile_bundle(CompileConfig(target="host", onnx=str(onnx_artifact / "model.onnx"),
+                                          tuning_log=str(c2f_tuned), out=str(tmp_path / "bundle")))
+    assert _sha(c2f_tuned) == before, "compile measured or rewrote the tuning log"
+    man = json.loads((bundle / "manifest.json").read_text())
+    assert man["tuning"]["status"] == "tuned" and man["tuning"]["log"]["records"] == log.n_records
+
+    x = parity_inputs(2)
+    model, _ = load_model("n", weights="synthetic", seed=0)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    res = compare(ref, load_bundle(bundle)(x))
+    assert res["max_abs_diff"] < 1e-4 and res["top1_agreement"] == 1.0, res

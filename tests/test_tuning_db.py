@@ -1,0 +1,63 @@
+import json
+
+import pytest
+
+from c2f_edge import tuning_db
+from c2f_edge.errors import ArtifactError
+
+TARGET = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
+
+
+def make_log(path, **meta):
+    path.mkdir(parents=True)
+    (path / tuning_db.WORKLOAD_FILE).write_text("")
+    (path / tuning_db.RECORD_FILE).write_text('{"r": 1}\n{"r": 2}\n')
+    tuning_db.write_meta(path, target=TARGET, target_name="arm64", graph_signature="g1", **meta)
+    return path
+
+
+def test_matching_log_is_found_automatically(tmp_path):
+    make_log(tmp_path / "arm64")
+    log, note = tuning_db.find_log("arm64", TARGET, "g1", root=tmp_path)
+    assert log is not None and log.n_records == 2 and note.startswith("tuned:")
+
+
+@pytest.mark.parametrize("field,value,reason", [
+    ("tvm_version", "0.20.0", "tuned with TVM 0.20.0"),
+    ("target", {"kind": "llvm", "mtriple": "armv7l-linux-gnueabihf"}, "tuned for target"),
+    ("graph_signature", "other", "another model graph"),
+    ("pipeline_version", 0, "pipeline version 0"),
+])
+def test_mismatched_log_is_skipped_with_a_reason_and_explicit_one_is_an_error(tmp_path, field, value, reason):
+    d = make_log(tmp_path / "arm64")
+    meta = json.loads((d / tuning_db.META).read_text())
+    meta[field] = value
+    (d / tuning_db.META).write_text(json.dumps(meta))
+    log, note = tuning_db.find_log("arm64", TARGET, "g1", root=tmp_path)
+    assert log is None and "skipped" in note and reason in note
+    with pytest.raises(ArtifactError, match=reason):
+        tuning_db.find_log("arm64", TARGET, "g1", explicit=str(d))
+
+
+def test_none_builds_untuned_and_missing_log_says_where_it_looked(tmp_path):
+    make_log(tmp_path / "arm64")
+    assert tuning_db.find_log("arm64", TARGET, "g1", explicit="none", root=tmp_path) == (
+        None, "untuned (--tuning-log none)")
+    log, note = tuning_db.find_log("rpi4", TARGET, "g1", root=tmp_path)
+    assert log is None and str(tmp_path / "rpi4") in note
+
+
+def test_default_root_prefers_env_then_cwd_then_the_shipped_logs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(tuning_db.ENV_ROOT, raising=False)
+    shipped = tuning_db.default_root()
+    assert shipped.name == "tuning_logs" and shipped.is_absolute()  # the checkout's own logs
+    (tmp_path / "tuning_logs").mkdir()
+    assert tuning_db.default_root() == tuning_db.DEFAULT_ROOT
+    monkeypatch.setenv(tuning_db.ENV_ROOT, str(tmp_path / "mine"))
+    assert tuning_db.default_root() == tmp_path / "mine"
+
+
+def test_not_a_log(tmp_path):
+    with pytest.raises(ArtifactError, match="is not a tuning log"):
+        tuning_db.read_log(tmp_path)

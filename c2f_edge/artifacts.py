@@ -58,7 +58,7 @@ def tool_versions(extra: tuple[str, ...] = ()) -> dict[str, str | None]:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 def input_spec(shape, name: str = "input", dtype: str = "float32") -> dict:

@@ -131,7 +131,7 @@ def compare(ref: np.ndarray, out: np.ndarray) -> dict:
     return {
         "max_abs_diff": float(np.max(np.abs(ref - out))),
         "top1_agreement": float(np.mean(ref.argmax(-1) == out.argmax(-1))),
-        "n_inputs": int(len(ref)),
+        "n_inputs": len(ref),
     }
 
 

@@ -26,7 +26,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 def _skimage():
     try:
         import skimage.data
-        import skimage.transform  # noqa: F401
+        import skimage.transform
     except ImportError as e:
         raise MissingDependencyError("scikit-image is not installed", hint="pip install scikit-image") from e
     return skimage

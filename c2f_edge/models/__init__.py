@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from c2f_edge.errors import UnknownVariantError
 from c2f_edge.models.conv2former import Conv2Former

@@ -80,7 +80,7 @@ def test_timm_style_checkpoint_with_args_namespace_loads(tmp_path, synthetic):
 
     model, _ = synthetic
     obj = {"state_dict": model.state_dict(), "args": argparse.Namespace(lr=1e-3), "epoch": 300}
-    loaded, source = load_model("n", checkpoint=_save(obj, tmp_path / "timm.pth.tar"))
+    _, source = load_model("n", checkpoint=_save(obj, tmp_path / "timm.pth.tar"))
     assert source.wrapper == "state_dict"
 
 

@@ -83,6 +83,6 @@ def test_tvm_arm64_bundle_on_the_emulated_board(arm64_bundle):
     try:
         emulator.check_prerequisites()
     except Exception as e:  # noqa: BLE001 - any missing piece means: cannot run here
-        pytest.skip(f"emulated aarch64 board not available: {e}")
+        pytest.skip(reason=f"emulated aarch64 board not available: {e}")
     e = _check(BackendSpec("tvm-rpc", str(arm64_bundle), {"rpc": "emulated"}, max_inputs=1), n=1)
     assert "emulated" in e["device"]

@@ -91,14 +91,38 @@ def legalize_and_fuse(mod, target):
 
     target = as_target(target)
     with target:
-        return tvm.transform.Sequential(_legalize_and_fuse_passes())(mod)
+        return tvm.transform.Sequential(_legalize_and_fuse_passes(cpu=not is_gpu(target)))(mod)
 
 
-def _legalize_and_fuse_passes():
+def _legalize_and_fuse_passes(cpu: bool):
     from tvm.relax import transform as T
 
-    return [T.DecomposeOpsForInference(), T.CanonicalizeBindings(), T.LegalizeOps(), T.AnnotateTIROpPattern(),
+    custom = {"relax.nn.gelu": _gelu_fast_erf}
+    if cpu:  # dense convs with weights prepacked for the CPU schedules (c2f_edge.cpu_layout)
+        custom["relax.nn.conv2d"] = _packed_conv2d
+    return [T.DecomposeOpsForInference(), T.CanonicalizeBindings(),
+            T.LegalizeOps(customize_legalize_map=custom), T.AnnotateTIROpPattern(),
             T.FoldConstant(), T.FuseOps(), T.FuseTIR()]
+
+
+def _packed_conv2d(bb, call):
+    import tvm
+
+    from c2f_edge.cpu_layout import conv2d_legalizer
+    from c2f_edge.cpu_schedules import cpu_spec
+
+    return conv2d_legalizer(cpu_spec(tvm.target.Target.current()).lanes)(bb, call)
+
+
+def _gelu_fast_erf(bb, call):
+    """GELU with TOPI's polynomial erf: the stock legalization calls scalar libm erff, never vectorized."""
+    from tvm import tirx, topi
+
+    def te_gelu(x):
+        one_half = tirx.const(0.5, x.dtype)
+        return x * (one_half + topi.fast_erf(x * tirx.const(0.5**0.5, x.dtype)) * one_half)
+
+    return bb.call_te(te_gelu, call.args[0], primfunc_name_hint="gelu")
 
 
 def gpu_default_schedule():
@@ -107,6 +131,13 @@ def gpu_default_schedule():
 
     return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
                                    dl.gpu.GeneralReduction(), dl.gpu.Fallback())
+
+
+def cpu_default_schedule():
+    """c2f-edge's CPU rules (tiled, parallel, vectorized); tuned functions are left as they are."""
+    from c2f_edge.cpu_schedules import default_schedule
+
+    return default_schedule()
 
 
 def pipeline(target, database=None):
@@ -129,11 +160,10 @@ def pipeline(target, database=None):
     @tvm.transform.module_pass(opt_level=0, name="c2f_edge_pipeline")
     def _pipeline(mod, _ctx):
         with target:  # some passes read Target.current() when they are constructed
-            passes = [backend.DispatchSampling(), backend.DispatchSortScan(), *_legalize_and_fuse_passes()]
+            passes = [backend.DispatchSampling(), backend.DispatchSortScan(), *_legalize_and_fuse_passes(cpu=not gpu)]
             if database is not None:
                 passes.append(T.MetaScheduleApplyDatabase(enable_warning=False))
-            if gpu:
-                passes.append(gpu_default_schedule())
+            passes.append(gpu_default_schedule() if gpu else cpu_default_schedule())
             passes += lower.dataflow_lower_passes(target) + lower.finalize_passes(target)
             if database is None:
                 return tvm.transform.Sequential(passes)(mod)

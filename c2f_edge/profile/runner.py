@@ -166,6 +166,10 @@ def _run_worker(wcfg: dict, timeout: float, on_event=None) -> dict:
         json.dump(wcfg, f)
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if wcfg.get("mode") == "local" and wcfg.get("threads"):
+        # The pool's size is fixed when it starts; on x86 TVM halves the hardware threads by default
+        # (one thread on a 2-vCPU VM), and config_threadpool cannot grow it afterwards.
+        env["TVM_NUM_THREADS"] = str(wcfg["threads"])
     proc = subprocess.Popen([sys.executable, "-m", "c2f_edge.profile.worker", cfg_path], stdout=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, start_new_session=True, env=env, text=True)
     events: queue.Queue = queue.Queue()

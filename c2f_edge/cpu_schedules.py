@@ -24,6 +24,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from tvm.s_tir.dlight.base import ScheduleRule  # this module is imported only when building
+
 log = logging.getLogger(__name__)
 
 _REDUCE = 2  # tirx.IterVar.CommReduce
@@ -48,7 +50,7 @@ def cpu_spec(target) -> CpuSpec:
     def has(feature):
         try:
             return bool(codegen.target_has_features(feature, target))
-        except Exception:  # an unknown feature name on this arch
+        except Exception:  # noqa: BLE001 - an unknown feature name on this arch
             return False
 
     triple = str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
@@ -61,20 +63,30 @@ def cpu_spec(target) -> CpuSpec:
     return CpuSpec(lanes=4, registers=16)  # armv7 NEON (16 q registers), SSE
 
 
+def rules():
+    return [TiledReduction(), Elementwise()]
+
+
 def default_schedule():
     """The pass: apply the CPU rules to every PrimFunc not already scheduled (by a tuning record)."""
     from tvm.s_tir import dlight as dl
 
-    return dl.ApplyDefaultSchedule(TiledReduction(), Elementwise())
+    return dl.ApplyDefaultSchedule(*rules())
 
 
-def _rule_base():
-    from tvm.s_tir.dlight.base import ScheduleRule
+def schedule_func(func, target):
+    """The default schedule of one PrimFunc (an s_tir.Schedule with its trace), or None if no rule fits.
 
-    return ScheduleRule
+    The tuner measures it as one more candidate, so a tuned build is never slower than the default.
+    """
+    for rule in rules():
+        sch = rule.apply(func, target, False)
+        if sch is not None:
+            return sch
+    return None
 
 
-class _Rule(_rule_base()):
+class _Rule(ScheduleRule):
     def apply(self, func, target, tunable):
         from tvm import s_tir, tirx
 
@@ -83,7 +95,7 @@ class _Rule(_rule_base()):
         sch = s_tir.Schedule(func)
         try:
             return sch if self.schedule(sch, cpu_spec(target)) else None
-        except Exception as e:  # a kernel outside what the rule knows: leave it to the next rule
+        except Exception as e:  # noqa: BLE001 - a kernel outside what the rule knows: the next rule's
             log.debug("%s skipped %s: %s", type(self).__name__, func.attrs.get("global_symbol", "?"), e)
             return None
 
@@ -140,16 +152,22 @@ class Elementwise(_Rule):
                 _parallel_vectorize(sch, b, spec, vectorize=not _is_reduction(sch, b))
             return True
         for b in blocks[:-1]:
-            try:
+            if _inlinable(sch, b):
                 sch.compute_inline(b)
-            except Exception:
-                pass  # an output or a multi-consumer block stays
         for b in _root_blocks(sch):
             _parallel_vectorize(sch, b, spec, vectorize=not _has_if_then_else(sch, b))
         return True
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+def _inlinable(sch, block) -> bool:
+    """An intermediate (not an output) with a single consumer, so inlining it duplicates no work."""
+    stmt = sch.get(block)
+    if any(sch.get(b).same_as(stmt) for b in sch.get_output_blocks(sch.get_sblock("root"))):
+        return False
+    return len(sch.get_consumers(block)) == 1
+
 
 def _root_blocks(sch):
     return list(sch.get_child_blocks(sch.get_sblock("root")))

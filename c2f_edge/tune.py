@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from c2f_edge import tuning_db
+from c2f_edge import tuning_db, tvm_build
 from c2f_edge.errors import RemoteError, UsageError
 from c2f_edge.tuning_db import (
     RECORD_FILE,
@@ -173,6 +173,45 @@ def extract_tasks(onnx_path, target_json: dict):
     mod, params = tvm_build.import_onnx(onnx_path)
     fused = tvm_build.legalize_and_fuse(tvm_build.bind_params(mod, params), target)
     return ms.relax_integration.extract_tasks(fused, target)
+
+
+def seed_default_schedules(tasks, target_json, builder, runner, db) -> int:
+    """Measure c2f-edge's default CPU schedule of each task and commit it as a tuning record.
+
+    A record always wins over the default at compile time, so without this a short search could
+    make a kernel slower than not tuning it; with it the database's best is never the worse one.
+    Returns how many tasks got a record.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    from c2f_edge.cpu_schedules import schedule_func
+
+    target = tvm_build.as_target(target_json)
+    cands = []
+    for t in tasks:
+        mod = t.dispatched[0]
+        sch = schedule_func(mod["main"], target)
+        if sch is not None:
+            cands.append((mod, sch))
+    if not cands:
+        return 0
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in cands])
+    runs, keep = [], []
+    for (mod, sch), b in zip(cands, built):
+        if b.error_msg:
+            continue
+        args = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+        runs.append(ms.runner.RunnerInput(b.artifact_path, device_type="cpu", args_info=args))
+        keep.append((mod, sch, args))
+    n = 0
+    for (mod, sch, args), fut in zip(keep, runner.run(runs)):
+        res = fut.result()
+        if res.error_msg or not res.run_secs:
+            continue
+        db.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, db.commit_workload(mod), run_secs=res.run_secs, target=target, args_info=args))
+        n += 1
+    return n
 
 
 # ---------------------------------------------------------------------------------------------- resume
@@ -409,33 +448,44 @@ def tune(cfg: TuneConfig) -> TuningLog:
             runner = make_runner(cfg, cfg.run_timeout_s)
             best: dict[int, float] = {}
             stale: dict[int, int] = {}
-            progress = _make_progress(len(order), left, lambda n: save_meta(done + n, time.perf_counter() - t_tune),
-                                      best, stale)
             db = ms.database.JSONDatabase(path_workload=str(work_dir / WORKLOAD_FILE),
                                           path_tuning_record=str(work_dir / RECORD_FILE), allow_missing=True)
+            progress = None
             try:
                 with _sigterm_as_interrupt():
-                    ms.tune.tune_tasks(
-                        tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=left,
-                        num_trials_per_iter=cfg.trials_per_round, builder=builder, runner=runner, database=db,
-                        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
-                        task_scheduler=_make_scheduler(best, stale))
+                    fresh = [i for i in order if counts[i] == 0]
+                    if fresh and not tvm_build.is_gpu(target_json):
+                        # The defaults are measured candidates too: they count against --trials.
+                        seeded = seed_default_schedules([tasks[i] for i in fresh], target_json, builder, runner, db)
+                        print(f"  measured the default schedule of {seeded} tasks as their first records",
+                              file=sys.stderr)
+                        done, left = done + seeded, max(0, left - seeded)
+                        save_meta(done, time.perf_counter() - t_tune)
+                    progress = _make_progress(len(order), left,
+                                              lambda n: save_meta(done + n, time.perf_counter() - t_tune), best, stale)
+                    if left > 0:
+                        ms.tune.tune_tasks(
+                            tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=left,
+                            num_trials_per_iter=cfg.trials_per_round, builder=builder, runner=runner, database=db,
+                            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
+                            task_scheduler=_make_scheduler(best, stale))
             except Exception as e:
                 # Ctrl-C inside a Python callback reaches us wrapped in an FFI error.
                 if isinstance(e, KeyboardInterrupt) or "KeyboardInterrupt" in f"{type(e).__name__} {e}":
-                    _say_interrupted(progress.trials, work_dir)
+                    _say_interrupted(progress.trials if progress else 0, work_dir)
                     raise KeyboardInterrupt from e
                 if remote:
                     raise RemoteError(f"tuning over RPC failed: {_first_line(e)}",
                                       hint="the board may have dropped; run the same command again to resume") from e
                 raise
             except KeyboardInterrupt:
-                _say_interrupted(progress.trials, work_dir)
+                _say_interrupted(progress.trials if progress else 0, work_dir)
                 raise
             finally:
-                progress.close()
+                if progress is not None:
+                    progress.close()
                 builder.shutdown()
-                save_meta(done + progress.trials, time.perf_counter() - t_tune)
+                save_meta(done + (progress.trials if progress else 0), time.perf_counter() - t_tune)
             print(f"  built {builder.n_built} candidates, {builder.n_failed} build failures", file=sys.stderr)
         if left == 0 and not (work_dir / "meta.json").is_file():
             save_meta(done, 0.0)

@@ -125,6 +125,29 @@ def test_tuning_writes_a_database_with_meta(tiny_tuned, tiny_onnx):
     assert found is not None and "tuned" in note
 
 
+def test_every_task_starts_from_its_measured_default_schedule(tiny_tuned, tiny_onnx):
+    """8 trials cannot search 5 tasks, yet every task has a record: the default schedule, measured first,
+    so replaying the log is never slower than the untuned build."""
+    from c2f_edge import targets
+    from c2f_edge.cpu_schedules import schedule_func
+    from c2f_edge.tune import extract_tasks
+    from c2f_edge.tvm_build import as_target, open_database
+
+    target_json = targets.get("host").to_json()
+    tasks = extract_tasks(tiny_onnx, target_json)
+    db = open_database(tiny_tuned)
+    records = db.get_all_tuning_records()
+    assert len(tasks) == 5 and len(records) == tuning_db.read_log(tiny_tuned).n_records
+    target = as_target(target_json)
+    for t in tasks:
+        mod = t.dispatched[0]
+        assert db.has_workload(mod), t.task_name
+        ours = schedule_func(mod["main"], target).trace
+        mine = [r for r in records if r.workload.same_as(db.commit_workload(mod))]
+        assert any(str(r.trace) == str(ours) for r in mine), f"{t.task_name}: no default-schedule record"
+        assert all(r.run_secs and max(float(s) for s in r.run_secs) < 1e9 for r in mine[:1])
+
+
 def test_replay_builds_from_the_database_without_measuring(tiny_tuned, tiny_onnx):
     import onnxruntime as ort
     import tvm

@@ -1,0 +1,144 @@
+"""Default CPU schedules: every kernel of the model gets one, each one computes what the
+unscheduled kernel computes (with the tile shapes of x86 and of both ARM targets), and a kernel a
+tuning record already scheduled is left alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from c2f_edge import cpu_schedules
+from c2f_edge.cpu_schedules import CpuSpec, TiledReduction, cpu_spec
+from c2f_edge.tvm_build import as_target
+from tests.fixtures.schedules import ARM64, ARMV7, HOST
+
+
+def _shapes(func):
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    return [tuple(int(d) for d in a.shape) for a in ArgInfo.from_prim_func(func)]
+
+
+def _pick(kernels, pred):
+    for name, f in sorted(kernels.items()):
+        if pred(name, _shapes(f)):
+            return name
+    raise AssertionError("no such kernel in the model")
+
+
+KINDS = {
+    # one representative per operator family of Conv2Former-N
+    "1x1 conv + GELU": lambda n, s: "gelu" in n and len(s[1]) == 5 and s[1][2:4] == (1, 1),
+    "1x1 conv + residual": lambda n, s: len(s[1]) == 5 and s[1][2:4] == (1, 1) and len(s) == 5,
+    "strided 2x2 conv": lambda n, s: len(s[1]) == 5 and s[1][2:4] == (2, 2),
+    "stem 3x3 conv": lambda n, s: len(s[1]) == 5 and s[1][2:4] == (3, 3) and s[0][1] == 3,
+    "depthwise 11x11 * v": lambda n, s: len(s[1]) == 4 and s[1][1:] == (1, 11, 11) and "multiply" in n,
+    "depthwise 3x3 + GELU + residual": lambda n, s: len(s[1]) == 4 and s[1][1:] == (1, 3, 3),
+    "channel mean": lambda n, s: n.startswith("fused_mean") and "subtract" in n,
+    "LayerNorm tail": lambda n, s: n.startswith("fused_mean") and "sqrt" in n,
+    "power": lambda n, s: n.startswith("power"),
+    "head matmul": lambda n, s: "matmul" in n,
+}
+
+
+def _run(func, target, inputs):
+    import tvm
+
+    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=as_target(target))
+    args = [tvm.runtime.tensor(a) for a in inputs]
+    lib["main"](*args)
+    return args[-1].numpy()
+
+
+def _inputs(func, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype("float32") for s in _shapes(func)]
+
+
+def test_cpu_spec_reads_lanes_and_registers_from_the_target():
+    assert cpu_spec(as_target(HOST)) == CpuSpec(lanes=8, registers=16)  # AVX2
+    assert cpu_spec(as_target({"kind": "llvm", "mcpu": "skylake-avx512"})) == CpuSpec(lanes=16, registers=32)
+    assert cpu_spec(as_target(ARM64)) == CpuSpec(lanes=4, registers=32)  # NEON, 32 v-registers
+    assert cpu_spec(as_target(ARMV7)) == CpuSpec(lanes=4, registers=16)  # NEON, 16 q-registers
+
+
+def test_every_kernel_of_the_model_gets_a_parallel_schedule(host_kernels):
+    import tvm
+
+    target = as_target(HOST)
+    mod = tvm.IRModule({n: f.with_attr("target", target) for n, f in host_kernels.items()})
+    with target:
+        out = cpu_schedules.default_schedule()(mod)
+    unscheduled = [n for n in host_kernels if not out[n].attrs.get("tirx.is_scheduled")]
+    assert not unscheduled
+    serial = [n for n in host_kernels if "T.parallel" not in out[n].script()]
+    assert not serial, f"kernels left on one thread: {serial}"
+    # Every conv and matmul takes the tiled path: a vectorized register tile, not the fallback.
+    tiled = [n for n in host_kernels if "conv" in n or "matmul" in n]
+    assert len(tiled) >= 30
+    for n in tiled:
+        assert cpu_schedules.schedule_func(host_kernels[n], target) is not None
+        assert TiledReduction().apply(host_kernels[n], target, False) is not None, n
+        assert "T.vectorized" in out[n].script(), n
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_default_schedule_computes_what_the_kernel_computes(host_kernels, kind):
+    name = _pick(host_kernels, KINDS[kind])
+    func = host_kernels[name]
+    sch = cpu_schedules.schedule_func(func, as_target(HOST))
+    assert sch is not None
+    inputs = _inputs(func)
+    want = _run(func, HOST, [a.copy() for a in inputs])
+    got = _run(sch.mod["main"], HOST, [a.copy() for a in inputs])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.parametrize("spec", [CpuSpec(lanes=4, registers=32), CpuSpec(lanes=4, registers=16)],
+                         ids=["arm64-tiles", "armv7-tiles"])
+@pytest.mark.parametrize("kind", ["1x1 conv + GELU", "strided 2x2 conv", "depthwise 11x11 * v", "channel mean"])
+def test_arm_tile_shapes_compute_the_same(arm64_kernels, spec, kind):
+    """The ARM builds' kernels (weights packed by 4) with the ARM tile shapes, run here on x86: this checks
+    the schedule; the ARM code generator itself is checked by the emulated board (test_emulator)."""
+    from tvm import s_tir
+
+    name = _pick(arm64_kernels, KINDS[kind])
+    func = arm64_kernels[name]
+    sch = s_tir.Schedule(func)
+    assert TiledReduction().schedule(sch, spec)
+    inputs = _inputs(func, seed=1)
+    want = _run(func, HOST, [a.copy() for a in inputs])
+    got = _run(sch.mod["main"], HOST, [a.copy() for a in inputs])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+def test_a_kernel_already_scheduled_is_left_alone(host_kernels):
+    """What a tuning record scheduled (MetaScheduleApplyDatabase marks it) wins over the default."""
+    import tvm
+
+    name = _pick(host_kernels, KINDS["1x1 conv + GELU"])
+    marked = host_kernels[name].with_attr("tirx.is_scheduled", True)
+    target = as_target(HOST)
+    with target:
+        out = cpu_schedules.default_schedule()(tvm.IRModule({name: marked.with_attr("target", target)}))
+    assert "T.parallel" not in out[name].script()
+
+
+def test_a_kernel_no_rule_knows_is_declined_not_broken():
+    """A rule that cannot analyse a kernel returns None (the next rule, or no schedule), never raises."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(private=True, s_tir=True)
+    def gather(a: T.Buffer((T.int64(16),), "float32"), idx: T.Buffer((T.int64(8),), "int64"),
+               out: T.Buffer((T.int64(8),), "float32")):
+        for i in range(T.int64(8)):
+            with T.sblock("g"):
+                vi = T.axis.spatial(T.int64(8), i)
+                out[vi] = a[idx[vi]]
+
+    target = as_target(HOST)
+    assert TiledReduction().apply(gather, target, False) is None
+    sch = cpu_schedules.schedule_func(gather, target)  # the elementwise rule still threads it
+    inputs = [np.arange(16, dtype="float32"), np.array([3, 1, 4, 1, 5, 9, 2, 6], dtype="int64"),
+              np.zeros(8, dtype="float32")]
+    assert np.array_equal(_run(sch.mod["main"], HOST, inputs), inputs[0][inputs[1]])

@@ -295,6 +295,8 @@ Files: model.so ({m['files'][LIBRARY]['bytes'] / 1e6:.1f} MB, {m['files'][LIBRAR
 On the board (Python 3):
   {install}
   (TVM_USE_RUNTIME_LIB=1 makes `import tvm` load only the runtime: much faster on small boards)
+  Threads: set TVM_NUM_THREADS to the cores to use before `import tvm`. Without it TVM uses all
+  hardware threads on ARM but only half of them on x86 (one thread on a 2-vCPU machine).
 
   import numpy as np, tvm
   from tvm.runtime.vm import VirtualMachine

@@ -187,12 +187,19 @@ def seed_default_schedules(tasks, target_json, builder, runner, db) -> int:
     from c2f_edge.cpu_schedules import schedule_func
 
     target = tvm_build.as_target(target_json)
+    # (workload, trace) already recorded: a resumed log is re-seeded only where the rules changed
+    have = [(r.workload, str(r.trace)) for r in db.get_all_tuning_records()]
     cands = []
     for t in tasks:
         mod = t.dispatched[0]
         sch = schedule_func(mod["main"], target)
-        if sch is not None:
-            cands.append((mod, sch))
+        if sch is None:
+            continue
+        if db.has_workload(mod):
+            wl, trace = db.commit_workload(mod), str(sch.trace)
+            if any(w.same_as(wl) and t == trace for w, t in have):
+                continue
+        cands.append((mod, sch))
     if not cands:
         return 0
     built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in cands])
@@ -453,12 +460,11 @@ def tune(cfg: TuneConfig) -> TuningLog:
             progress = None
             try:
                 with _sigterm_as_interrupt():
-                    fresh = [i for i in order if counts[i] == 0]
-                    if fresh and not tvm_build.is_gpu(target_json):
+                    if not tvm_build.is_gpu(target_json):
                         # The defaults are measured candidates too: they count against --trials.
-                        seeded = seed_default_schedules([tasks[i] for i in fresh], target_json, builder, runner, db)
-                        print(f"  measured the default schedule of {seeded} tasks as their first records",
-                              file=sys.stderr)
+                        seeded = seed_default_schedules([tasks[i] for i in order], target_json, builder, runner, db)
+                        if seeded:
+                            print(f"  measured the default schedule of {seeded} tasks as records", file=sys.stderr)
                         done, left = done + seeded, max(0, left - seeded)
                         save_meta(done, time.perf_counter() - t_tune)
                     progress = _make_progress(len(order), left,

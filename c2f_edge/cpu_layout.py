@@ -37,6 +37,8 @@ def conv2d_legalizer(lanes: int):
         if (int(a.groups) != 1 or a.data_layout != "NCHW" or a.kernel_layout != "OIHW"
                 or a.out_layout != "NCHW" or not isinstance(weight, tvm.ir.expr.Constant)):
             return stock(bb, call)
+        if not _static(call.args[0]):
+            return stock(bb, call)  # the packed compute is written for static shapes
         w = weight.value.numpy()
         p = pack_width(w.shape[0], lanes)
         if not p or (a.out_dtype and str(a.out_dtype) not in ("", str(w.dtype))):
@@ -49,6 +51,14 @@ def conv2d_legalizer(lanes: int):
                           primfunc_name_hint="conv2d")
 
     return legalize
+
+
+def _static(expr) -> bool:
+    import tvm
+
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    values = getattr(shape, "values", None)
+    return values is not None and all(isinstance(d, tvm.ir.prim.expr.IntImm) for d in values)
 
 
 def _conv_packed(data, wp, strides, padding, dilation):

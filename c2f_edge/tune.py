@@ -146,6 +146,12 @@ def make_runner(cfg: TuneConfig, timeout_s: float):
     return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator)
 
 
+def measure_threads(target_json: dict) -> int | None:
+    """Threads the kernels are measured with: the target's core count (what a deployment uses)."""
+    cores = target_json.get("num-cores") or (target_json.get("host") or {}).get("num-cores")
+    return int(cores) if cores else None
+
+
 # ---------------------------------------------------------------------------------------------- model
 
 def _model_identity(onnx_path: Path) -> dict:
@@ -440,6 +446,7 @@ def tune(cfg: TuneConfig) -> TuningLog:
                    variant=ident["variant"], input_shape=ident["input_shape"], trials=trials_total,
                    date=_now(), machine=machine, tuning_time_s=round(prev_time + elapsed, 1),
                    tasks={"extracted": len(tasks), "tuned": len(order)}, trials_per_round=cfg.trials_per_round,
+                   threads=None if remote else int(os.environ.get("TVM_NUM_THREADS") or 0) or None,
                    linker=fcompile.describe() if hasattr(fcompile, "describe") else None)
 
     with stages.step(f"tuning {left} trials on {'the board' if remote else 'this CPU'}"):
@@ -452,6 +459,12 @@ def tune(cfg: TuneConfig) -> TuningLog:
                 [tasks[i] for i in order], str(work_dir), seed=cfg.seed)
             builder = PoolBuilder(max_workers=cfg.builder_workers, timeout_sec=cfg.build_timeout_s,
                                   fcompile=fcompile)
+            threads = measure_threads(target_json)
+            saved_threads = os.environ.get("TVM_NUM_THREADS")
+            if not remote and threads and not saved_threads:
+                # The runner's workers inherit this. Unset, TVM uses half the hardware threads on x86
+                # (one on a 2-vCPU VM), and kernels would be chosen for a thread count nobody deploys.
+                os.environ["TVM_NUM_THREADS"] = str(threads)
             runner = make_runner(cfg, cfg.run_timeout_s)
             best: dict[int, float] = {}
             stale: dict[int, int] = {}
@@ -492,6 +505,8 @@ def tune(cfg: TuneConfig) -> TuningLog:
                     progress.close()
                 builder.shutdown()
                 save_meta(done + (progress.trials if progress else 0), time.perf_counter() - t_tune)
+                if saved_threads is None:
+                    os.environ.pop("TVM_NUM_THREADS", None)
             print(f"  built {builder.n_built} candidates, {builder.n_failed} build failures", file=sys.stderr)
         if left == 0 and not (work_dir / "meta.json").is_file():
             save_meta(done, 0.0)

@@ -100,3 +100,18 @@ def test_fast_erf_gelu_is_within_float_tolerance_of_the_exact_one():
     assert np.abs(got - want).max() < 2e-6
     llvm_ir = "".join(m.inspect_source("ll") for m in ex.mod.imports if m.kind == "llvm")
     assert "define" in llvm_ir and "erff" not in llvm_ir  # no scalar libm call left in the kernel
+
+
+def test_a_symbolic_batch_keeps_the_stock_conv():
+    import tvm
+    from tvm import relax
+
+    n = tvm.tirx.Var("n", "int64")
+    x = relax.Var("input", relax.TensorType((n, 4, 8, 8), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.nn.conv2d(x, relax.const(np.ones((16, 4, 1, 1), "float32")))))
+        bb.emit_func_output(out)
+    fused = tvm_build.legalize_and_fuse(bb.get(), HOST)
+    assert PACKED_BLOCK not in fused.script()

@@ -97,6 +97,14 @@ def test_cli_reports_usage_errors(capsys):
     assert "error:" in err and "hint:" in err
 
 
+def test_kernels_are_measured_with_the_targets_core_count():
+    from c2f_edge.tune import measure_threads
+
+    assert measure_threads({"kind": "llvm", "mcpu": "znver3", "num-cores": 2}) == 2
+    assert measure_threads({"kind": "opencl", "host": {"kind": "llvm", "num-cores": 4}}) == 4
+    assert measure_threads({"kind": "llvm"}) is None
+
+
 # --- a real tuning run on the tiny net -----------------------------------------------------------------
 
 def test_tuning_writes_a_database_with_meta(tiny_tuned, tiny_onnx):
@@ -117,6 +125,7 @@ def test_tuning_writes_a_database_with_meta(tiny_tuned, tiny_onnx):
     assert m["target"] == targets.get("host").to_json()
     assert m["graph_signature"] == graph_signature(onnx.load(str(tiny_onnx)))
     assert m["trials"] == log.n_records and m["input_shape"] == [1, 3, 32, 32]
+    assert m["threads"] == targets.get("host").to_json()["num-cores"]  # measured as deployed
     assert m["machine"]["kind"] == "local" and m["machine"]["cores"] >= 1 and m["machine"]["cpu"]
     assert m["tuning_time_s"] > 0 and m["date"]
     # compile's lookup accepts it for the same target and graph

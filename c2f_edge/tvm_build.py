@@ -95,23 +95,19 @@ def legalize_and_fuse(mod, target):
 
 
 def _legalize_and_fuse_passes(cpu: bool):
+    """Built inside `with target:`; the CPU conv packing reads the vector width from Target.current()."""
+    import tvm
     from tvm.relax import transform as T
 
     custom = {"relax.nn.gelu": _gelu_fast_erf}
     if cpu:  # dense convs with weights prepacked for the CPU schedules (c2f_edge.cpu_layout)
-        custom["relax.nn.conv2d"] = _packed_conv2d
+        from c2f_edge.cpu_layout import conv2d_legalizer
+        from c2f_edge.cpu_schedules import cpu_spec
+
+        custom["relax.nn.conv2d"] = conv2d_legalizer(cpu_spec(tvm.target.Target.current()).lanes)
     return [T.DecomposeOpsForInference(), T.CanonicalizeBindings(),
             T.LegalizeOps(customize_legalize_map=custom), T.AnnotateTIROpPattern(),
             T.FoldConstant(), T.FuseOps(), T.FuseTIR()]
-
-
-def _packed_conv2d(bb, call):
-    import tvm
-
-    from c2f_edge.cpu_layout import conv2d_legalizer
-    from c2f_edge.cpu_schedules import cpu_spec
-
-    return conv2d_legalizer(cpu_spec(tvm.target.Target.current()).lanes)(bb, call)
 
 
 def _gelu_fast_erf(bb, call):

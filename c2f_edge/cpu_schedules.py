@@ -218,7 +218,7 @@ def _unit_stride(expr, var, lanes: int = 1) -> bool:
         return isinstance(expr.a, tirx.Var) and expr.a.same_as(var) and int(expr.b) % lanes == 0
     if isinstance(expr, tirx.Add):
         a, b = _uses(expr.a, var), _uses(expr.b, var)
-        return (a != b) and _unit_stride(expr.a if a else expr.b, var)
+        return (a != b) and _unit_stride(expr.a if a else expr.b, var, lanes)
     return False
 
 

@@ -100,12 +100,18 @@ def _legalize_and_fuse_passes(cpu: bool):
     from tvm.relax import transform as T
 
     custom = {"relax.nn.gelu": _gelu_fast_erf}
-    if cpu:  # dense convs with weights prepacked for the CPU schedules (c2f_edge.cpu_layout)
+    first = []
+    if cpu:
         from c2f_edge.cpu_layout import conv2d_legalizer
+        from c2f_edge.cpu_norm import fuse_channel_norm, layer_norm_legalizer
         from c2f_edge.cpu_schedules import cpu_spec
 
+        # dense convs with weights prepacked for the CPU schedules (c2f_edge.cpu_layout)
         custom["relax.nn.conv2d"] = conv2d_legalizer(cpu_spec(tvm.target.Target.current()).lanes)
-    return [T.DecomposeOpsForInference(), T.CanonicalizeBindings(),
+        # the channels-first LayerNorm as one kernel (c2f_edge.cpu_norm)
+        first.append(fuse_channel_norm())
+        custom["relax.nn.layer_norm"] = layer_norm_legalizer()
+    return [*first, T.DecomposeOpsForInference(), T.CanonicalizeBindings(),
             T.LegalizeOps(customize_legalize_map=custom), T.AnnotateTIROpPattern(),
             T.FoldConstant(), T.FuseOps(), T.FuseTIR()]
 

@@ -18,6 +18,8 @@ setup-system: setup
 	$(PYTHON) -m c2f_edge.emulator setup
 	# zig builds its libc cache per target on first use (minutes); do it once, outside the tests.
 	$(PYTHON) -m c2f_edge.crosslink
+	# armv7 has no TVM runtime wheel: its kernels run under qemu-arm against a Debian armhf libc.
+	$(PYTHON) -m c2f_edge.kernel_runner setup
 
 demo: setup
 	c2f-edge export --weights synthetic --out build/onnx

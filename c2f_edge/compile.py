@@ -344,7 +344,8 @@ def compile_bundle(cfg: CompileConfig) -> Path:
         onnx_meta = _onnx_manifest(onnx_path)
         # The graph signature is the model identity for tuning logs (weights do not change the kernels).
         signature = onnx_meta.get("graph_signature") or graph_signature(onnx_model)
-        log, tuning_note = tuning_db.find_log(spec.name, target_json, signature, explicit=cfg.tuning_log)
+        log, tuning_note = tuning_db.find_log(spec.name, target_json, signature, explicit=cfg.tuning_log,
+                                                  machine=spec.machine())
 
         with stages.step("importing ONNX into TVM Relax"):
             shape = tvm_build.static_input_shape(onnx_model, INPUT_NAME)

@@ -22,6 +22,7 @@ function a tuning record already scheduled: a record always wins.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from tvm.s_tir.dlight.base import ScheduleRule  # this module is imported only when building
@@ -245,7 +246,7 @@ def _vector_factor(extent: int, lanes: int) -> int:
     for d in range(1, min(extent, 2 * lanes) + 1):
         if extent % d or (d > lanes >= 16 and d % lanes):
             continue
-        pieces = d // lanes + bin(d % lanes).count("1")
+        pieces = d // lanes + (d % lanes).bit_count()
         best = max(best, (d / pieces, d))
     return best[1]
 
@@ -317,21 +318,31 @@ def _tile_reduction(sch, block, spec):
         v = _vector_factor(int(ivs[vec].dom.extent), spec.lanes)
     else:
         return None
-    # A packed weight's output channels take two vectors when they can: each loaded weight vector then
-    # meets the same broadcasts twice (+15-25% on the 1x1 convs on AVX-512). More than 16 accumulators
-    # in all ran slower there: LLVM spills.
-    nv = 2 if vec != write_last and int(ivs[vec].dom.extent) % (2 * v) == 0 else 1
-    cap = spec.accumulators if nv == 1 else min(spec.accumulators, 16)
-    budget = max(1, cap // (nv * -(-v // spec.lanes)))
-    # Register-tile the axes whose tile reuses a loaded operand (one read ignores them), innermost first.
-    factors = {}
-    for i in reversed([i for i in live if i != vec]):
-        if i not in out_dim or len(indexed_by(i)) == len(reads) or budget < 2:
-            continue
-        f = _divisor(int(ivs[i].dom.extent), min(8, budget))
-        if f > 1:
-            factors[i] = f
-            budget //= f
+    regs = -(-v // spec.lanes)
+
+    def register_tile(nv):
+        """Factors of the axes whose tile reuses a loaded operand (one read ignores them), innermost first."""
+        budget = max(1, (spec.accumulators if nv == 1 else min(spec.accumulators, 16)) // (nv * regs))
+        factors = {}
+        for i in reversed([i for i in live if i != vec]):
+            if i not in out_dim or len(indexed_by(i)) == len(reads) or budget < 2:
+                continue
+            f = _divisor(int(ivs[i].dom.extent), min(8, budget))
+            if f > 1:
+                factors[i] = f
+                budget //= f
+        return factors, nv * regs * math.prod(factors.values())
+
+    # A packed weight's output channels take two vectors: each loaded weight vector then meets the same
+    # broadcasts twice (1.1-1.3x on the 1x1 convs, AVX2 and AVX-512) -- unless the pixels then tile
+    # badly (7-pixel rows on AVX2: 2 accumulators, 2.5x slower). More than 16 accumulators in all ran
+    # slower on AVX-512: LLVM spills.
+    factors, single = register_tile(1)
+    nv = 1
+    if vec != write_last and int(ivs[vec].dom.extent) % (2 * v) == 0:
+        pair_factors, pair = register_tile(2)
+        if 2 * pair >= single:
+            factors, nv = pair_factors, 2
     outer, inner = {}, {}
     for i in spatial:
         if i == vec and nv > 1:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,17 @@ class TargetSpec:
     def to_json(self) -> dict:
         """The TVM target JSON with run-time values ("@system") filled in."""
         return _fill_system(self.target)
+
+    def machine(self) -> str | None:
+        """For a target with "@system" values (host): those values as a name, e.g. "rocketlake-2cores".
+
+        A tuning log measured on one CPU is kept under tuning_logs/<target>/<machine>/: it fits only
+        that CPU model and core count, and one checkout can carry logs for several machines.
+        """
+        filled = self.to_json()
+        parts = [f"{filled[k]}cores" if k == "num-cores" else str(filled[k])
+                 for k, v in self.target.items() if v == "@system"]
+        return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts) or None
 
     def tvm_target(self):
         import tvm

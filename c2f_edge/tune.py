@@ -26,7 +26,6 @@ from c2f_edge.tuning_db import (
     RECORD_FILE,
     WORKLOAD_FILE,
     TuningLog,
-    default_root,
     mismatch,
     read_log,
     write_meta,
@@ -390,8 +389,8 @@ def _make_progress(n_tasks: int, budget: int, on_round, best: dict[int, float], 
 
 # ---------------------------------------------------------------------------------------------- tune
 
-def default_work_dir(target_name: str) -> Path:
-    return default_root() / target_name
+def default_work_dir(target_name: str, machine: str | None = None) -> Path:
+    return tuning_db.log_dir(target_name, machine)
 
 
 def tune(cfg: TuneConfig) -> TuningLog:
@@ -420,7 +419,7 @@ def tune(cfg: TuneConfig) -> TuningLog:
                              hint="tune it on the board: --rpc-tracker HOST:PORT --rpc-key KEY (or --rpc HOST:PORT)")
         onnx_path = _onnx_path(cfg)
         ident = _model_identity(onnx_path)
-        work_dir = Path(cfg.work_dir) if cfg.work_dir else default_work_dir(cfg.target)
+        work_dir = Path(cfg.work_dir) if cfg.work_dir else default_work_dir(cfg.target, spec.machine())
         _check_work_dir(work_dir, target_json, ident["graph_signature"])
         machine = remote_machine(cfg) if remote else host_machine()
 

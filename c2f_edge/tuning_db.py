@@ -103,12 +103,21 @@ def mismatch(log: TuningLog, target_json: dict, graph_signature: str | None) -> 
     return None
 
 
+def log_dir(target_name: str, machine: str | None = None, root: str | os.PathLike | None = None) -> Path:
+    """Where `tune` writes and `compile` looks: root/<target>/, or root/<target>/<machine>/ for targets
+    measured on this machine (see TargetSpec.machine)."""
+    base = Path(root if root is not None else default_root()) / target_name
+    return base / machine if machine else base
+
+
 def find_log(target_name: str, target_json: dict, graph_signature: str | None,
-             explicit: str | None = None, root: str | os.PathLike | None = None) -> tuple[TuningLog | None, str]:
+             explicit: str | None = None, root: str | os.PathLike | None = None,
+             machine: str | None = None) -> tuple[TuningLog | None, str]:
     """Pick the tuning log for a build. Returns (log or None, a one-line note for the user/manifest).
 
-    explicit: None (look in `root/<target_name>/`), "none" (build untuned on purpose), or a directory.
-    An explicit log that does not fit is an error; an automatic one that does not fit is skipped with a note.
+    explicit: None (look in `log_dir(target_name, machine, root)`), "none" (build untuned on purpose),
+    or a directory. An explicit log that does not fit is an error; an automatic one that does not fit
+    is skipped with a note.
     """
     if explicit == "none":
         return None, "untuned (--tuning-log none)"
@@ -119,9 +128,12 @@ def find_log(target_name: str, target_json: dict, graph_signature: str | None,
             raise ArtifactError(f"tuning log {explicit} does not fit this build: {why}",
                                 hint="re-tune with `c2f-edge tune`, or pass --tuning-log none")
         return log, f"tuned: {log.path} ({log.n_records} records)"
-    auto = Path(root if root is not None else default_root()) / target_name
+    auto = log_dir(target_name, machine, root)
     if not (auto / RECORD_FILE).is_file():
-        return None, f"untuned (no tuning log at {auto})"
+        others = sorted(d.name for d in auto.parent.iterdir() if (d / RECORD_FILE).is_file()) \
+            if machine and auto.parent.is_dir() else []
+        seen = f"; logs exist for {', '.join(others)}" if others else ""
+        return None, f"untuned (no tuning log at {auto}{seen})"
     log = read_log(auto)
     why = mismatch(log, target_json, graph_signature)
     if why:

@@ -7,6 +7,8 @@ A benchmark, not a test: numbers depend on the machine and on what else runs on 
     python scripts/bench_host.py [--threads 2] [--runs 30] [--json bench.json]
 
 The TVM bundles are compiled once into --bundle-dir (default build/bench/) and reused; --rebuild forces it.
+A host tuning log fits one CPU model and core count: tvm_tuned uses tuning_logs/host/<cpu>-<cores>cores/
+and is skipped, with a note, on a machine no shipped log was tuned on.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def parse_args():
     p.add_argument("--max-seconds", type=float, default=60.0,
                    help="stop timing a backend after this long (untuned TVM takes seconds per image)")
     p.add_argument("--onnx", help="exported model (default: build/onnx/model.onnx, exported if missing)")
-    p.add_argument("--tuning-log", default="tuning_logs/host", help="log for tvm_tuned (default tuning_logs/host)")
+    p.add_argument("--tuning-log", help="log for tvm_tuned (default: the shipped log for this CPU, "
+                                         "tuning_logs/host/<cpu>-<cores>cores/)")
     p.add_argument("--bundle-dir", default="build/bench", help="where the TVM bundles are kept")
     p.add_argument("--rebuild", action="store_true", help="recompile the TVM bundles")
     p.add_argument("--skip", nargs="*", default=[], choices=NAMES, help="backends to leave out")
@@ -142,11 +145,17 @@ def main() -> int:
 
     from c2f_edge.compile import load_bundle
 
+    if args.tuning_log is None:
+        from c2f_edge import targets, tuning_db
+
+        args.tuning_log = str(tuning_db.log_dir("host", targets.get("host").machine()))
     for name, log in (("tvm_untuned", "none"), ("tvm_tuned", args.tuning_log)):
         if name in args.skip:
             continue
         if log != "none" and not Path(log, "database_tuning_record.json").is_file():
-            notes[name] = f"skipped: no tuning log at {log}"
+            others = sorted(str(d) for d in Path(log).parent.glob("*/database_tuning_record.json"))
+            notes[name] = f"skipped: no tuning log for this CPU at {log}" + (
+                f" (logs for other CPUs: {', '.join(str(Path(o).parent.name) for o in others)})" if others else "")
             print(f"  {name:<20} {notes[name]}", file=sys.stderr)
             continue
         bundle, compile_s = tvm_bundle(onnx, Path(args.bundle_dir) / name, log, args.rebuild)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Root part of the emulated aarch64 board: qemu-user-static and the arm64 apt architecture.
+# Root part of the emulated boards: qemu-user-static and the arm64 and armhf apt architectures (the
+# aarch64 board's rootfs, and the libc that armv7 kernels run against: c2f_edge.kernel_runner).
 # Idempotent: skips what is already there. The unprivileged part (download arm64 .debs, unpack a
 # rootfs, install aarch64 wheels) is `python -m c2f_edge.emulator setup` or c2f_edge.emulator.setup().
 set -euo pipefail
@@ -12,14 +13,16 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 
 need_update=0
-if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-    $SUDO dpkg --add-architecture arm64
-    need_update=1
-fi
-# apt-get download of arm64 packages needs arm64 package lists.
-if ! ls /var/lib/apt/lists/*_binary-arm64_Packages* >/dev/null 2>&1; then
-    need_update=1
-fi
+for arch in arm64 armhf; do
+    if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+        $SUDO dpkg --add-architecture "$arch"
+        need_update=1
+    fi
+    # apt-get download of foreign packages needs that architecture's package lists.
+    if ! ls /var/lib/apt/lists/*_binary-"$arch"_Packages* >/dev/null 2>&1; then
+        need_update=1
+    fi
+done
 if ! command -v qemu-aarch64-static >/dev/null; then
     need_update=1
 fi

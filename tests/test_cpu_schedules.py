@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from c2f_edge import cpu_schedules
-from c2f_edge.cpu_schedules import CpuSpec, TiledReduction, cpu_spec
+from c2f_edge.cpu_schedules import ChannelNorm, CpuSpec, TiledReduction, cpu_spec
 from c2f_edge.tvm_build import as_target
 from tests.fixtures.schedules import ARM64, ARMV7, HOST
 
@@ -34,9 +34,11 @@ KINDS = {
     "stem 3x3 conv": lambda n, s: len(s[1]) == 5 and s[1][2:4] == (3, 3) and s[0][1] == 3,
     "depthwise 11x11 * v": lambda n, s: len(s[1]) == 4 and s[1][1:] == (1, 11, 11) and "multiply" in n,
     "depthwise 3x3 + GELU + residual": lambda n, s: len(s[1]) == 4 and s[1][1:] == (1, 3, 3),
-    "channel mean": lambda n, s: n.startswith("fused_mean") and "subtract" in n,
-    "LayerNorm tail": lambda n, s: n.startswith("fused_mean") and "sqrt" in n,
-    "power": lambda n, s: n.startswith("power"),
+    # 56x56x256 in: read once, pixel tiles outer (it outgrows L2); 64 out: two vectors per tile
+    "1x1 conv from a 3 MB activation": lambda n, s: len(s[1]) == 5 and s[1][2:4] == (1, 1)
+    and s[0] == (1, 256, 56, 56),
+    "channels-first LayerNorm": lambda n, s: n.startswith("channel_norm"),
+    "global mean": lambda n, s: n.startswith("mean"),
     "head matmul": lambda n, s: "matmul" in n,
 }
 
@@ -96,7 +98,8 @@ def test_default_schedule_computes_what_the_kernel_computes(host_kernels, kind):
 
 @pytest.mark.parametrize("spec", [CpuSpec(lanes=4, registers=32), CpuSpec(lanes=4, registers=16)],
                          ids=["arm64-tiles", "armv7-tiles"])
-@pytest.mark.parametrize("kind", ["1x1 conv + GELU", "strided 2x2 conv", "depthwise 11x11 * v", "channel mean"])
+@pytest.mark.parametrize("kind", ["1x1 conv + GELU", "strided 2x2 conv", "depthwise 11x11 * v",
+                                  "1x1 conv from a 3 MB activation", "channels-first LayerNorm"])
 def test_arm_tile_shapes_compute_the_same(arm64_kernels, spec, kind):
     """The ARM builds' kernels (weights packed by 4) with the ARM tile shapes, run here on x86: this checks
     the schedule; the ARM code generator itself is checked by the emulated board (test_emulator)."""
@@ -105,7 +108,8 @@ def test_arm_tile_shapes_compute_the_same(arm64_kernels, spec, kind):
     name = _pick(arm64_kernels, KINDS[kind])
     func = arm64_kernels[name]
     sch = s_tir.Schedule(func)
-    assert TiledReduction().schedule(sch, spec)
+    rule = ChannelNorm() if name.startswith("channel_norm") else TiledReduction()
+    assert rule.schedule(sch, spec)
     inputs = _inputs(func, seed=1)
     want = _run(func, HOST, [a.copy() for a in inputs])
     got = _run(sch.mod["main"], HOST, [a.copy() for a in inputs])
@@ -142,3 +146,59 @@ def test_a_kernel_no_rule_knows_is_declined_not_broken():
     inputs = [np.arange(16, dtype="float32"), np.array([3, 1, 4, 1, 5, 9, 2, 6], dtype="int64"),
               np.zeros(8, dtype="float32")]
     assert np.array_equal(_run(sch.mod["main"], HOST, inputs), inputs[0][inputs[1]])
+
+
+@pytest.mark.parametrize("lanes, want", [
+    (4, {56: 8, 28: 4, 14: 7, 7: 7}),  # NEON
+    (8, {56: 8, 28: 14, 14: 14, 7: 7}),  # AVX2
+    (16, {56: 8, 28: 14, 14: 14, 7: 7, 3136: 32}),  # AVX-512: never 28 (a register and three quarters)
+])
+def test_vector_factor_prefers_whole_power_of_two_pieces(lanes, want):
+    assert {n: cpu_schedules._vector_factor(n, lanes) for n in want} == want
+
+
+def _tile_loops(sch, block_name):
+    """(extent, kind) of the loops under the reduction loops of a block: its register tile."""
+    import tvm
+
+    block = sch.get_sblock(block_name)
+    loops = [sch.get(lp) for lp in sch.get_loops(block)]
+    kinds = {tvm.tirx.ForKind.UNROLLED: "unroll", tvm.tirx.ForKind.VECTORIZED: "vector"}
+    tile = []
+    for lp in reversed(loops):
+        if lp.kind not in kinds:
+            break
+        tile.append((int(lp.extent), kinds[lp.kind]))
+    return tile[::-1]
+
+
+@pytest.mark.parametrize("pixels, pair", [(14, True), (7, False)])
+def test_packed_conv_tile_takes_two_weight_vectors_when_the_pixels_tile_well(host_kernels, pixels, pair):
+    """AVX2 (8 lanes, 16 registers): 14-pixel rows give 2 vectors x 2x2 pixels; 7-pixel rows would give
+    2 vectors x 1 pixel, so those keep one vector x 7 pixels."""
+    from tvm import s_tir
+
+    from c2f_edge.cpu_layout import PACKED_BLOCK
+
+    name = _pick(host_kernels, lambda n, s: "gelu" in n and len(s[1]) == 5 and s[1][2:4] == (1, 1)
+                 and s[0][2] == pixels)
+    sch = s_tir.Schedule(host_kernels[name])
+    assert TiledReduction().schedule(sch, CpuSpec(lanes=8, registers=16))
+    tile = _tile_loops(sch, PACKED_BLOCK + "_update")
+    assert tile[-1] == (8, "vector")
+    assert (tile[0] == (2, "unroll")) == pair, tile
+    accumulators = np.prod([e for e, _ in tile]) // 8
+    assert 7 <= accumulators <= 12, tile
+
+
+def test_channel_norm_accumulates_in_registers(host_kernels):
+    """Both channel sums live in a local (register) buffer, vectorized over a pixel row, one row per task."""
+    from tvm import s_tir
+
+    name = _pick(host_kernels, KINDS["channels-first LayerNorm"])
+    sch = s_tir.Schedule(host_kernels[name])
+    assert ChannelNorm().schedule(sch, CpuSpec(lanes=16, registers=32))
+    script = sch.mod.script()
+    assert 'channel_sum_local' in script and 'channel_sqdev_local' in script
+    assert _tile_loops(sch, "channel_sum_update")[-1][1] == "vector"
+    assert "T.parallel" in script

@@ -59,6 +59,9 @@ def test_host_is_resolved_at_run_time():
     assert j["mcpu"] == tvm.target.codegen.llvm_get_system_cpu()
     assert j["num-cores"] == len(os.sched_getaffinity(0))
     assert targets.get("host").runs_here and not targets.get("arm64").runs_here
+    # its tuning logs are kept per machine: another CPU or core count is another log
+    assert targets.get("host").machine() == f"{j['mcpu']}-{j['num-cores']}cores"
+    assert targets.get("arm64").machine() is None
 
 
 def test_unknown_target_lists_names_and_suggests():

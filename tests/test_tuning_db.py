@@ -61,3 +61,14 @@ def test_default_root_prefers_env_then_cwd_then_the_shipped_logs(tmp_path, monke
 def test_not_a_log(tmp_path):
     with pytest.raises(ArtifactError, match="is not a tuning log"):
         tuning_db.read_log(tmp_path)
+
+
+def test_a_machine_log_is_looked_up_under_its_cpu_and_the_note_names_the_others(tmp_path):
+    """Host logs live in tuning_logs/host/<cpu>-<cores>cores/: a log from another CPU is not used."""
+    make_log(tmp_path / "arm64" / "znver3-2cores")
+    log, note = tuning_db.find_log("arm64", TARGET, "g1", root=tmp_path, machine="znver3-2cores")
+    assert log is not None and log.path == tmp_path / "arm64" / "znver3-2cores"
+    log, note = tuning_db.find_log("arm64", TARGET, "g1", root=tmp_path, machine="rocketlake-2cores")
+    assert log is None
+    assert str(tmp_path / "arm64" / "rocketlake-2cores") in note and "logs exist for znver3-2cores" in note
+    assert tuning_db.log_dir("arm64", None, tmp_path) == tmp_path / "arm64"

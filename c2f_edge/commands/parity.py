@@ -16,8 +16,11 @@ Each ARTIFACT is a directory written by c2f-edge; its manifest says which backen
   TVM bundle (build/host)             tvm-local           runs here
   TVM bundle (build/arm64, ...)       tvm-rpc             on a board: --rpc rpc://HOST:PORT,
                                                           rpc://tracker@HOST:PORT/KEY, or --rpc emulated
+  TVM bundle (build/armv7, ...)       tvm-qemu            --backend tvm-qemu=build/armv7: the VM here, the
+                                                          bundle's kernels under qemu user mode (no board,
+                                                          no TVM runtime for the CPU needed; results only)
   Core ML package (build/coreml)      coreml              NumPy MIL interpreter here, MLModel.predict on macOS
-Or name a backend: --backend NAME=PATH (backends: torch, onnxruntime, tvm-local, tvm-rpc, coreml).
+Or name a backend: --backend NAME=PATH (backends: torch, onnxruntime, tvm-local, tvm-rpc, tvm-qemu, coreml).
 
 The reference is PyTorch fp32 with the weights recorded in the first artifact's manifest (or --weights /
 --checkpoint). Inputs: the photographs bundled with scikit-image, resized 256 and center-cropped 224 with
@@ -36,6 +39,7 @@ manifest.json under parity.harness.
 examples:
   c2f-edge parity build/onnx build/host
   c2f-edge parity build/arm64 --rpc emulated -n 2
+  c2f-edge parity --backend tvm-qemu=build/armv7 -n 1
   c2f-edge parity build/arm64 --rpc rpc://tracker@10.0.0.5:9190/rk3588
   c2f-edge parity build/coreml-fp16 --inputs photos,stress --tol fp16.max_abs=0.5 --json parity.json
 """
@@ -55,7 +59,7 @@ def register(sub) -> None:
                    help="where TVM bundles for other machines run: rpc://HOST:PORT, "
                         "rpc://tracker@HOST:PORT/KEY or emulated")
     p.add_argument("--rpc-inputs", type=int, default=2, metavar="N",
-                   help="inputs sent over RPC (default 2: emulated boards are 10-500x slower)")
+                   help="inputs sent over RPC or to tvm-qemu (default 2: emulation is 10-500x slower)")
     p.add_argument("--inputs", default="photos",
                    help="comma-separated input sets: photos (default), random, stress")
     p.add_argument("--images", metavar="DIR", help="your own images instead of the bundled photos")

@@ -33,7 +33,7 @@ def specs_for(artifacts: list[str], explicit: list[tuple[str, str]] = (), rpc: s
                 target = read_manifest(path).get("target", {}).get("name", "?")
                 raise UsageError(f"{path} is a {target} bundle, which does not run on this machine",
                                  hint="pass --rpc rpc://HOST:PORT, --rpc rpc://tracker@HOST:PORT/KEY "
-                                      "or --rpc emulated")
+                                      f"or --rpc emulated; or --backend tvm-qemu={path} (any ARM bundle)")
             name = "tvm-rpc"
         specs.append(_spec(name, path, rpc, rpc_inputs))
     for name, path in explicit:
@@ -52,6 +52,8 @@ def _spec(name, path, rpc, rpc_inputs) -> BackendSpec:
 
         parse_rpc(rpc)  # a malformed address fails before any slow step
         return BackendSpec(name, str(path), {"rpc": rpc}, max_inputs=rpc_inputs)
+    if name == "tvm-qemu":  # minutes per input under emulation
+        return BackendSpec(name, str(path), max_inputs=rpc_inputs)
     return BackendSpec(name, str(path))
 
 

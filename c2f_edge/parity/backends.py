@@ -369,6 +369,25 @@ class TvmRpcBackend(_TvmBase):
         self.session_handle.close()
 
 
+@register_backend
+class TvmQemuBackend(_TvmBase):
+    """An ARM bundle (armv7, arm64) checked here with no board and no TVM runtime for its CPU: the VM
+    runs on this machine, each kernel of the bundle's model.so under qemu user mode
+    (c2f_edge.kernel_runner). Results are the bundle's; there is no timing and no localization."""
+
+    name = "tvm-qemu"
+    description = "ARM TVM bundle: VM here, its kernels under qemu user mode"
+
+    def __init__(self, artifact, options):
+        super().__init__(artifact, options)
+        self._load_manifest()
+
+    def run(self, x):
+        from c2f_edge.kernel_runner import run_bundle
+
+        return run_bundle(self.artifact, np.ascontiguousarray(x, np.float32))
+
+
 # --- Core ML ------------------------------------------------------------------------------------------
 
 @register_backend

@@ -1,0 +1,231 @@
+"""Run an ARM bundle here: the Relax VM on this machine, each kernel under qemu user mode.
+
+For armv7 there is no TVM runtime to put on an emulated board (PyPI has no armv7 wheel of apache-tvm,
+and TVM's source cannot be fetched at run time). A bundle's kernels need none of it, though: they are
+plain ARM functions in model.so. So the VM bytecode stored in model.so runs on this machine with a
+placeholder per kernel, and an instrument hook sends every kernel call, with its arguments, to
+`kernel_runner.c` -- built for the bundle's CPU with zig and run under qemu-arm (or qemu-aarch64)
+against a Debian libc -- which runs the bundle's own compiled kernel and sends the tensors back.
+
+Results are the bundle's; timings are meaningless (emulation, one thread). The placeholder kernels
+are process-global, so `run_bundle` runs in a subprocess (`python -m c2f_edge.kernel_runner`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from c2f_edge.errors import ArtifactError, RemoteError, ToolchainError
+
+SOURCE = Path(__file__).with_name("kernel_runner.c")
+MAGIC = 0x4B463243  # "C2FK"
+# ELF e_machine -> (qemu, Debian architecture, zig target)
+ARCHES = {40: ("qemu-arm-static", "armhf", "arm-linux-gnueabihf"),
+          183: ("qemu-aarch64-static", "arm64", "aarch64-linux-gnu")}
+LIBC_PACKAGES = ("libc6", "libgcc-s1", "gcc-12-base")
+_DTYPE_CODES = {"i": 0, "u": 1, "f": 2}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "c2f-edge" / "kernel-runner"
+
+
+def elf_arch(so_path: Path) -> tuple[str, str, str]:
+    head = Path(so_path).read_bytes()[:20]
+    if head[:4] != b"\x7fELF":
+        raise ArtifactError(f"{so_path} is not an ELF shared object", hint="re-run `c2f-edge compile`")
+    machine, = struct.unpack_from("<H", head, 18)
+    if machine not in ARCHES:
+        raise ArtifactError(f"{so_path} is not an ARM bundle (ELF machine {machine})",
+                            hint="this runner is for armv7/arm64 bundles; run host bundles directly")
+    return ARCHES[machine]
+
+
+def rootfs(deb_arch: str) -> Path:
+    """A minimal Debian libc for the bundle's CPU (what model.so and the runner link against), cached."""
+    root = cache_dir() / f"rootfs-{deb_arch}"
+    if (root / "lib").is_dir():
+        return root
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise ToolchainError(f"{tool} not found: the {deb_arch} libc comes from Debian packages",
+                                 hint="run on Debian/Ubuntu, or `make setup-system`")
+    with tempfile.TemporaryDirectory(prefix="c2f-rootfs-") as tmp:
+        debs, out = Path(tmp, "debs"), Path(tmp, "rootfs")
+        debs.mkdir()
+        proc = subprocess.run(["apt-get", "download", "-q", *[f"{p}:{deb_arch}" for p in LIBC_PACKAGES]],
+                              cwd=debs, capture_output=True, text=True, check=False)
+        if proc.returncode:
+            raise ToolchainError(f"apt-get could not download the {deb_arch} libc: {proc.stderr.strip()[-200:]}",
+                                 hint=f"dpkg --add-architecture {deb_arch} && apt-get update "
+                                      "(scripts/setup_emulator.sh does it)")
+        for deb in sorted(debs.glob("*.deb")):
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(out)], check=True, capture_output=True)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        if not root.exists():  # another process may have won the race: its copy is as good
+            os.replace(out, root)
+    return root
+
+
+def runner_binary(zig_target: str) -> Path:
+    """kernel_runner.c built for the bundle's CPU (zig, against tvm-ffi's C headers), cached by source hash."""
+    import tvm_ffi
+
+    from c2f_edge.crosslink import zig_env
+
+    digest = hashlib.sha256(SOURCE.read_bytes() + zig_target.encode()).hexdigest()[:12]
+    out = cache_dir() / f"runner-{zig_target}-{digest}"
+    if out.is_file():
+        return out
+    ffi = Path(tvm_ffi.__file__).parent
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", zig_target, "-O2", "-rdynamic",
+           "-I", str(ffi / "include"), "-I", str(ffi / "3rdparty" / "dlpack" / "include"),
+           str(SOURCE), "-o", str(tmp), "-ldl"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=zig_env(), check=False)
+    if proc.returncode:
+        raise ToolchainError(f"building the {zig_target} kernel runner failed: {proc.stderr.strip()[-300:]}",
+                             hint="pip install ziglang (c2f-edge's cross-linker)")
+    os.replace(tmp, out)
+    return out
+
+
+class KernelRunner:
+    """One qemu process holding the bundle's model.so; `call` runs one kernel on numpy arguments."""
+
+    def __init__(self, so_path: str | Path):
+        qemu, deb_arch, zig_target = elf_arch(Path(so_path))
+        if shutil.which(qemu) is None:
+            raise ToolchainError(f"{qemu} not found", hint="apt-get install qemu-user-static (make setup-system)")
+        cmd = [qemu, "-L", str(rootfs(deb_arch)), str(runner_binary(zig_target)), str(Path(so_path).resolve())]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def call(self, name: str, args: list) -> list[np.ndarray]:
+        """Run kernel `name`; args are numpy arrays or Python scalars. Returns the arrays after the call."""
+        parts = [struct.pack("<II", MAGIC, len(name)), name.encode(), struct.pack("<I", len(args))]
+        arrays = []
+        for a in args:
+            if isinstance(a, np.ndarray):
+                a = np.ascontiguousarray(a)
+                arrays.append(a)
+                parts += [struct.pack("<IBBHI", 0, _DTYPE_CODES[a.dtype.kind], a.dtype.itemsize * 8, 1, a.ndim),
+                          struct.pack(f"<{a.ndim}q", *a.shape), a.tobytes()]
+            elif isinstance(a, float):
+                parts.append(struct.pack("<Id", 2, a))
+            else:
+                parts.append(struct.pack("<Iq", 1, int(a)))
+        try:
+            self.proc.stdin.write(b"".join(parts))
+            self.proc.stdin.flush()
+            status, n = struct.unpack("<iI", self._read(8))
+            message = self._read(n).decode(errors="replace")
+        except (BrokenPipeError, EOFError) as e:
+            raise RemoteError(f"the emulated kernel runner died in {name}: {self._stderr()}",
+                              hint="check qemu-user-static and the bundle's target") from e
+        if status:
+            raise RemoteError(f"kernel {name} failed under emulation: {message}", hint="re-run `c2f-edge compile`")
+        return [np.frombuffer(self._read(a.nbytes), a.dtype).reshape(a.shape) for a in arrays]
+
+    def _read(self, n: int) -> bytes:
+        data = self.proc.stdout.read(n)
+        if len(data) != n:
+            raise EOFError
+        return data
+
+    def _stderr(self) -> str:
+        self.proc.kill()
+        return (self.proc.stderr.read() or b"").decode(errors="replace").strip()[-300:] or "no message"
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(struct.pack("<II", MAGIC, 0))
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def run_in_process(so_path: str | Path, x: np.ndarray, func: str = "main") -> np.ndarray:
+    """The VM of model.so here, its kernels under qemu. Registers placeholder globals: use a subprocess."""
+    import tvm
+    import tvm_ffi
+    from tvm.runtime.vm import VirtualMachine, VMInstrumentReturnKind
+
+    from c2f_edge.profile.library import vm_executable_bytes
+    from c2f_edge.profile.per_op import _kernel_names, _never_called
+
+    exe = tvm_ffi.get_global_func("ffi.Module.load_from_bytes.relax.VMExecutable")(vm_executable_bytes(so_path))
+    kernels, _ = _kernel_names(exe)
+    for name in kernels:
+        tvm_ffi.register_global_func(name, _never_called, override=True)
+    kernel_set = set(kernels)
+    with KernelRunner(so_path) as runner:
+        def instrument(_func, symbol, before_run, _ret, *args):
+            if symbol not in kernel_set or not before_run:
+                return int(VMInstrumentReturnKind.NO_OP)
+            tensors = [a for a in args if hasattr(a, "numpy")]
+            plain = [a.numpy() if hasattr(a, "numpy") else a for a in args]
+            for t, out in zip(tensors, runner.call(str(symbol), plain)):
+                t.copyfrom(out)
+            return int(VMInstrumentReturnKind.SKIP_RUN)
+
+        vm = VirtualMachine(exe, tvm.cpu())
+        vm.set_instrument(tvm_ffi.convert(instrument))
+        out = vm[func](tvm.runtime.tensor(np.ascontiguousarray(x)))
+    return out.numpy()
+
+
+def run_bundle(bundle_dir: str | Path, x: np.ndarray, timeout: float = 1800) -> np.ndarray:
+    """Output of the bundle's `main` on x, its kernels run on an emulated CPU of the bundle's kind."""
+    so = Path(bundle_dir) / "model.so"
+    if not so.is_file():
+        raise ArtifactError(f"no model.so in {bundle_dir}", hint="run `c2f-edge compile` first")
+    elf_arch(so)  # a bundle for this machine, or a broken file, fails here in one line
+    with tempfile.TemporaryDirectory(prefix="c2f-qemu-") as d:
+        np.save(Path(d) / "x.npy", x)
+        proc = subprocess.run([sys.executable, "-m", "c2f_edge.kernel_runner", str(so), str(Path(d) / "x.npy"),
+                               str(Path(d) / "y.npy")], capture_output=True, text=True, timeout=timeout, check=False)
+        if proc.returncode:
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            raise RemoteError(f"running {so} under emulation failed: {lines[-1] if lines else proc.returncode}",
+                              hint="run `python -m c2f_edge.kernel_runner MODEL.SO X.NPY Y.NPY` to see the whole error")
+        return np.load(Path(d) / "y.npy")
+
+
+def setup() -> None:
+    """Build the armv7 runner and unpack its libc now (make setup-system), not inside a test or a check."""
+    for qemu, deb_arch, zig_target in (ARCHES[40],):
+        print(f"kernel runner for {zig_target}: {runner_binary(zig_target)} (libc in {rootfs(deb_arch)})")
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["setup"]:
+        setup()
+        return 0
+    if len(argv) != 3:
+        print("usage: python -m c2f_edge.kernel_runner MODEL.SO INPUT.npy OUTPUT.npy | setup", file=sys.stderr)
+        return 2
+    y = run_in_process(argv[0], np.load(argv[1]))
+    np.save(argv[2], y)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

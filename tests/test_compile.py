@@ -311,8 +311,8 @@ def test_tuning_log_is_replayed(tmp_path, monkeypatch):
     from c2f_edge.compile import CompileConfig, compile_bundle
 
     spec = targets.get("host")
-    monkeypatch.chdir(tmp_path)  # tuning_logs/<target>/ is looked up in the working directory
-    log_dir = tmp_path / "tuning_logs" / "host"
+    monkeypatch.chdir(tmp_path)  # tuning_logs/host/<cpu>-<cores>cores/ is looked up in the working directory
+    log_dir = tmp_path / "tuning_logs" / "host" / spec.machine()
     log_dir.mkdir(parents=True)
     onnx_model = _tiny_onnx(tmp_path / "tiny.onnx")
     mod, params, n_tasks = _parallel_everywhere_log(log_dir, onnx_model, spec)
@@ -327,7 +327,7 @@ def test_tuning_log_is_replayed(tmp_path, monkeypatch):
     # Every kernel took its record, not the default schedule it would get untuned.
     assert all(tuned[name] != default[name] for name in tuned)
 
-    # The stage finds the log by target name, applies it, records it, and the result still matches ORT.
+    # The stage finds the log by target and machine, applies it, records it, and the result still matches ORT.
     out = compile_bundle(CompileConfig(target="host", onnx=str(tmp_path / "tiny.onnx"), out=str(tmp_path / "b")))
     m = read_manifest(out)
     assert m["tuning"]["status"] == "tuned" and m["tuning"]["log"]["records"] == n_tasks

@@ -37,7 +37,7 @@ def conv2d_legalizer(lanes: int):
         if (int(a.groups) != 1 or a.data_layout != "NCHW" or a.kernel_layout != "OIHW"
                 or a.out_layout != "NCHW" or not isinstance(weight, tvm.ir.expr.Constant)):
             return stock(bb, call)
-        if not _static(call.args[0]):
+        if static_shape(call.args[0]) is None:
             return stock(bb, call)  # the packed compute is written for static shapes
         w = weight.value.numpy()
         p = pack_width(w.shape[0], lanes)
@@ -53,12 +53,15 @@ def conv2d_legalizer(lanes: int):
     return legalize
 
 
-def _static(expr) -> bool:
+def static_shape(expr) -> list[int] | None:
+    """The shape of a Relax expression if every dimension is a constant, else None."""
     import tvm
 
     shape = getattr(getattr(expr, "ty", None), "shape", None)
     values = getattr(shape, "values", None)
-    return values is not None and all(isinstance(d, tvm.ir.prim.expr.IntImm) for d in values)
+    if values is None or not all(isinstance(d, tvm.ir.prim.expr.IntImm) for d in values):
+        return None
+    return [int(d) for d in values]
 
 
 def _conv_packed(data, wp, strides, padding, dilation):

@@ -11,6 +11,8 @@ row by row: the statistics of a pixel row stay in registers while the row is nor
 
 from __future__ import annotations
 
+from c2f_edge.cpu_layout import static_shape
+
 SUM_BLOCK = "channel_sum"
 SQDEV_BLOCK = "channel_sqdev"
 NORM_BLOCK = "channel_norm"
@@ -34,7 +36,7 @@ def fuse_channel_norm():
 
     def rewriter(expr, m):
         data = m[x]
-        shape = _static_shape(data)
+        shape = static_shape(data)
         if shape is None or len(shape) != 4:
             return expr
         c = shape[1]
@@ -45,8 +47,8 @@ def fuse_channel_norm():
             return expr
         epsilon = _scalar(m[eps])
         gamma, beta = m[w], m[b]
-        if epsilon is None or _static_shape(gamma) not in ([c, 1, 1], [1, c, 1, 1]) \
-                or _static_shape(beta) not in ([c, 1, 1], [1, c, 1, 1]):
+        if epsilon is None or static_shape(gamma) not in ([c, 1, 1], [1, c, 1, 1]) \
+                or static_shape(beta) not in ([c, 1, 1], [1, c, 1, 1]):
             return expr
         return relax.op.nn.layer_norm(data, relax.op.reshape(gamma, [c]), relax.op.reshape(beta, [c]),
                                       axes=[1], epsilon=epsilon)
@@ -66,7 +68,7 @@ def layer_norm_legalizer():
     from tvm.relax.transform.legalize_ops.nn import _nn_layer_norm as stock
 
     def legalize(bb, call):
-        shape = _static_shape(call.args[0])
+        shape = static_shape(call.args[0])
         if shape is None or len(shape) != 4 or [int(a) for a in call.attrs.axes] not in ([1], [-3]):
             return stock(bb, call)
         return bb.call_te(_channel_norm, call.args[0], call.args[1], call.args[2], float(call.attrs.epsilon),
@@ -95,16 +97,6 @@ def _channel_norm(x, gamma, beta, epsilon):
         lambda b, k, i, j: (x[b, k, i, j] - total[b, 0, i, j] * inv_c) / te.sqrt(sq[b, 0, i, j] * inv_c + eps)
         * gamma[k] + beta[k],
         name=NORM_BLOCK)
-
-
-def _static_shape(expr):
-    import tvm
-
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    values = getattr(shape, "values", None)
-    if values is None or not all(isinstance(d, tvm.ir.prim.expr.IntImm) for d in values):
-        return None
-    return [int(d) for d in values]
 
 
 def _scalar(expr):

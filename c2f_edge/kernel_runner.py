@@ -28,9 +28,9 @@ from c2f_edge.errors import ArtifactError, RemoteError, ToolchainError
 
 SOURCE = Path(__file__).with_name("kernel_runner.c")
 MAGIC = 0x4B463243  # "C2FK"
-# ELF e_machine -> (qemu, Debian architecture, zig target)
-ARCHES = {40: ("qemu-arm-static", "armhf", "arm-linux-gnueabihf"),
-          183: ("qemu-aarch64-static", "arm64", "aarch64-linux-gnu")}
+# crosslink.elf_arch of a bundle -> (qemu, Debian architecture, zig target)
+ARCHES = {"arm32": ("qemu-arm-static", "armhf", "arm-linux-gnueabihf"),
+          "aarch64": ("qemu-aarch64-static", "arm64", "aarch64-linux-gnu")}
 LIBC_PACKAGES = ("libc6", "libgcc-s1", "gcc-12-base")
 _DTYPE_CODES = {"i": 0, "u": 1, "f": 2}
 
@@ -39,15 +39,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "c2f-edge" / "kernel-runner"
 
 
-def elf_arch(so_path: Path) -> tuple[str, str, str]:
-    head = Path(so_path).read_bytes()[:20]
-    if head[:4] != b"\x7fELF":
+def emulation_for(so_path: Path) -> tuple[str, str, str]:
+    """(qemu, Debian architecture, zig target) for a bundle's model.so."""
+    from c2f_edge.crosslink import elf_arch
+
+    arch = elf_arch(so_path)
+    if arch == "not-elf":
         raise ArtifactError(f"{so_path} is not an ELF shared object", hint="re-run `c2f-edge compile`")
-    machine, = struct.unpack_from("<H", head, 18)
-    if machine not in ARCHES:
-        raise ArtifactError(f"{so_path} is not an ARM bundle (ELF machine {machine})",
+    if arch not in ARCHES:
+        raise ArtifactError(f"{so_path} is not an ARM bundle (ELF machine {arch})",
                             hint="this runner is for armv7/arm64 bundles; run host bundles directly")
-    return ARCHES[machine]
+    return ARCHES[arch]
 
 
 def rootfs(deb_arch: str) -> Path:
@@ -104,7 +106,7 @@ class KernelRunner:
     """One qemu process holding the bundle's model.so; `call` runs one kernel on numpy arguments."""
 
     def __init__(self, so_path: str | Path):
-        qemu, deb_arch, zig_target = elf_arch(Path(so_path))
+        qemu, deb_arch, zig_target = emulation_for(Path(so_path))
         if shutil.which(qemu) is None:
             raise ToolchainError(f"{qemu} not found", hint="apt-get install qemu-user-static (make setup-system)")
         cmd = [qemu, "-L", str(rootfs(deb_arch)), str(runner_binary(zig_target)), str(Path(so_path).resolve())]
@@ -197,7 +199,7 @@ def run_bundle(bundle_dir: str | Path, x: np.ndarray, timeout: float = 1800) -> 
     so = Path(bundle_dir) / "model.so"
     if not so.is_file():
         raise ArtifactError(f"no model.so in {bundle_dir}", hint="run `c2f-edge compile` first")
-    elf_arch(so)  # a bundle for this machine, or a broken file, fails here in one line
+    emulation_for(so)  # a bundle for this machine, or a broken file, fails here in one line
     with tempfile.TemporaryDirectory(prefix="c2f-qemu-") as d:
         np.save(Path(d) / "x.npy", x)
         proc = subprocess.run([sys.executable, "-m", "c2f_edge.kernel_runner", str(so), str(Path(d) / "x.npy"),
@@ -211,8 +213,8 @@ def run_bundle(bundle_dir: str | Path, x: np.ndarray, timeout: float = 1800) -> 
 
 def setup() -> None:
     """Build the armv7 runner and unpack its libc now (make setup-system), not inside a test or a check."""
-    for qemu, deb_arch, zig_target in (ARCHES[40],):
-        print(f"kernel runner for {zig_target}: {runner_binary(zig_target)} (libc in {rootfs(deb_arch)})")
+    _, deb_arch, zig_target = ARCHES["arm32"]
+    print(f"kernel runner for {zig_target}: {runner_binary(zig_target)} (libc in {rootfs(deb_arch)})")
 
 
 def main(argv: list[str]) -> int:

@@ -110,6 +110,12 @@ def log_dir(target_name: str, machine: str | None = None, root: str | os.PathLik
     return base / machine if machine else base
 
 
+def machine_logs(target_dir: str | os.PathLike) -> list[str]:
+    """Machines that have a log under a target's directory (tuning_logs/host/<machine>/)."""
+    d = Path(target_dir)
+    return sorted(p.parent.name for p in d.glob(f"*/{RECORD_FILE}")) if d.is_dir() else []
+
+
 def find_log(target_name: str, target_json: dict, graph_signature: str | None,
              explicit: str | None = None, root: str | os.PathLike | None = None,
              machine: str | None = None) -> tuple[TuningLog | None, str]:
@@ -130,8 +136,7 @@ def find_log(target_name: str, target_json: dict, graph_signature: str | None,
         return log, f"tuned: {log.path} ({log.n_records} records)"
     auto = log_dir(target_name, machine, root)
     if not (auto / RECORD_FILE).is_file():
-        others = sorted(d.name for d in auto.parent.iterdir() if (d / RECORD_FILE).is_file()) \
-            if machine and auto.parent.is_dir() else []
+        others = machine_logs(auto.parent) if machine else []
         seen = f"; logs exist for {', '.join(others)}" if others else ""
         return None, f"untuned (no tuning log at {auto}{seen})"
     log = read_log(auto)

@@ -153,9 +153,11 @@ def main() -> int:
         if name in args.skip:
             continue
         if log != "none" and not Path(log, "database_tuning_record.json").is_file():
-            others = sorted(str(d) for d in Path(log).parent.glob("*/database_tuning_record.json"))
+            from c2f_edge.tuning_db import machine_logs
+
+            others = machine_logs(Path(log).parent)
             notes[name] = f"skipped: no tuning log for this CPU at {log}" + (
-                f" (logs for other CPUs: {', '.join(str(Path(o).parent.name) for o in others)})" if others else "")
+                f" (logs for other CPUs: {', '.join(others)})" if others else "")
             print(f"  {name:<20} {notes[name]}", file=sys.stderr)
             continue
         bundle, compile_s = tvm_bundle(onnx, Path(args.bundle_dir) / name, log, args.rebuild)

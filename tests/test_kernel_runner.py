@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from c2f_edge.errors import ArtifactError, RemoteError
-from c2f_edge.kernel_runner import KernelRunner, elf_arch, run_bundle
+from c2f_edge.kernel_runner import KernelRunner, emulation_for, run_bundle
 from tests.fixtures.profiling import TINY_SHAPE, build_tiny_bundle
 
 pytestmark = pytest.mark.emulated
@@ -27,7 +27,7 @@ def test_a_tiny_armv7_bundle_computes_what_the_host_build_computes(tiny_pair):
 
     host, armv7 = tiny_pair
     x = np.random.default_rng(0).standard_normal(TINY_SHAPE).astype("float32")
-    assert elf_arch(armv7 / "model.so")[1] == "armhf"
+    assert emulation_for(armv7 / "model.so")[1] == "armhf"
     got, want = run_bundle(armv7, x), load_bundle(host)(x)
     assert got.shape == want.shape == (1, 10)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -380,10 +380,10 @@ class TvmQemuBackend(_TvmBase):
 
     def __init__(self, artifact, options):
         super().__init__(artifact, options)
-        from c2f_edge.kernel_runner import elf_arch
+        from c2f_edge.kernel_runner import emulation_for
 
         self._load_manifest()
-        qemu, deb_arch, _ = elf_arch(self.artifact / "model.so")
+        qemu, deb_arch, _ = emulation_for(self.artifact / "model.so")
         self.device = f"{qemu} ({deb_arch} kernels, VM on this machine)"
 
     def run(self, x):

@@ -4,7 +4,13 @@ TVM tuned with the shipped tuning_logs/host/ -- same input, same thread count, w
 
 A benchmark, not a test: numbers depend on the machine and on what else runs on it.
 
-    python scripts/bench_host.py [--threads 2] [--runs 30] [--json bench.json]
+    python scripts/bench_host.py [--threads 2] [--runs 30] [--rounds 3] [--json bench.json]
+
+Each backend is timed in a fresh Python process that imports only what it needs, because running PyTorch
+first in the same process slowed TVM by ~10% and ONNX Runtime by ~4% afterwards. The runs are split into
+--rounds interleaved rounds, each starting one process per backend in an order rotated every round, and
+the samples of all rounds are pooled; the spread of the per-round medians and ratios shows how stable
+they are. --same-process times every backend in this one process instead, in a fixed order (the old way).
 
 The TVM bundles are compiled once into --bundle-dir (default build/bench/) and reused; --rebuild forces it.
 A host tuning log fits one CPU model and core count: tvm_tuned uses tuning_logs/host/<cpu>-<cores>cores/
@@ -15,24 +21,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 # Conv2Former-N at 224x224: 2.41 GMACs = 4.81 GFLOP per image.
 GFLOP_PER_IMAGE = 4.81
 NAMES = ("torch_eager", "torch_channels_last", "onnxruntime", "tvm_untuned", "tvm_tuned")
+THREAD_VARS = ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+SCRIPT = os.path.abspath(__file__)
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2, help="threads for every backend (default 2)")
     p.add_argument("--runs", type=int, default=30, help="timed runs per backend (default 30)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds, one fresh process per backend in each (default 3)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first, in every process (default 3)")
     p.add_argument("--max-seconds", type=float, default=60.0,
-                   help="stop timing a backend after this long (untuned TVM takes seconds per image)")
+                   help="stop timing a backend after this long, all rounds together "
+                        "(untuned TVM takes seconds per image)")
+    p.add_argument("--same-process", action="store_true",
+                   help="time every backend in this one process, in a fixed order, one round (the old way)")
     p.add_argument("--onnx", help="exported model (default: build/onnx/model.onnx, exported if missing)")
     p.add_argument("--tuning-log", help="log for tvm_tuned (default: the shipped log for this CPU, "
                                          "tuning_logs/host/<cpu>-<cores>cores/)")
@@ -40,25 +56,95 @@ def parse_args():
     p.add_argument("--rebuild", action="store_true", help="recompile the TVM bundles")
     p.add_argument("--skip", nargs="*", default=[], choices=NAMES, help="backends to leave out")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    return p.parse_args()
+    # How the parent starts a child: it times one backend (or the sgemm peak) for one round, with --runs and
+    # --max-seconds already cut down to that round's share, and leaves its results in --workdir.
+    p.add_argument("--worker", choices=(*NAMES, "sgemm"), help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.runs < 1 or args.rounds < 1:
+        p.error("--runs and --rounds must be at least 1")
+    return args
 
 
-def time_it(fn, warmup: int, runs: int, max_s: float) -> list[float]:
+def thread_env(threads: int) -> dict[str, str]:
+    return {var: str(threads) for var in THREAD_VARS}
+
+
+# --- timing one backend (in a child, or in this process with --same-process) ---------------------------
+
+def time_it(fn, warmup: int, runs: int, max_s: float) -> tuple[list[float], object]:
+    """Seconds per call of fn, and fn's last result."""
     for _ in range(warmup):
         fn()
     out, t_end = [], time.perf_counter() + max_s
     for _ in range(runs):
         t0 = time.perf_counter()
-        fn()
+        last = fn()
         out.append(time.perf_counter() - t0)
         if time.perf_counter() > t_end and len(out) >= 3:
             break
-    return out
+    return out, last
 
 
-def p90(xs: list[float]) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(0.9 * (len(xs) - 1)))]
+def load_torch(x, threads: int, channels_last: bool):
+    import torch
+
+    from c2f_edge.models.weights import load_model
+
+    torch.set_num_threads(threads)
+    model, _ = load_model("n", weights="synthetic", seed=0)
+    model.eval()
+    xt = torch.from_numpy(x)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        xt = xt.contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def run():
+        return model(xt)
+
+    return run
+
+
+def load_ort(onnx: str, x, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
+    return lambda: sess.run(None, {"input": x})[0]
+
+
+def load_tvm(bundle: str, x):
+    # Not c2f_edge.compile.load_bundle: the VM alone keeps this process to tvm + numpy.
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    dev = tvm.cpu()
+    vm = VirtualMachine(tvm.runtime.load_module(str(Path(bundle, "model.so"))), dev)
+    # Same work per call as load_bundle's runner: copy in, run, copy out.
+    return lambda: vm["main"](tvm.runtime.tensor(x, dev)).numpy()
+
+
+def load_backend(name: str, model: str | None, x, threads: int):
+    if name.startswith("torch"):
+        return load_torch(x, threads, channels_last=name == "torch_channels_last")
+    if name == "onnxruntime":
+        return load_ort(model, x, threads)
+    return load_tvm(model, x)
+
+
+def time_backend(name: str, model: str | None, work: Path, rnd: int, args) -> list[float]:
+    """Times one backend here; leaves its timings and its last output in work."""
+    import numpy as np
+
+    x = np.load(work / "input.npy")
+    times, out = time_it(load_backend(name, model, x, args.threads), args.warmup, args.runs, args.max_seconds)
+    np.save(work / f"{name}.npy", out.numpy() if hasattr(out, "numpy") else out)
+    (work / f"{name}-{rnd}.json").write_text(json.dumps(times))
+    return times
 
 
 def sgemm_peak_gflops(threads: int) -> float:
@@ -78,6 +164,72 @@ def sgemm_peak_gflops(threads: int) -> float:
     return best
 
 
+def worker(args) -> int:
+    work = Path(args.workdir)
+    if args.worker == "sgemm":
+        (work / "sgemm.json").write_text(json.dumps(sgemm_peak_gflops(args.threads)))
+        return 0
+    if not args.worker.startswith("torch"):
+        # tvm_ffi imports torch whenever it can; a None entry makes that import fail quietly.
+        sys.modules.setdefault("torch", None)
+    time_backend(args.worker, args.model, work, args.round, args)
+    return 0
+
+
+# --- the parent: one child per backend and round ------------------------------------------------------
+
+def rotated(names: list[str], rnd: int) -> list[str]:
+    k = rnd % len(names)
+    return names[k:] + names[:k]
+
+
+def child_cmd(name: str, model: str | None, work: Path, rnd: int, args) -> list[str]:
+    return [sys.executable, SCRIPT, "--worker", name, "--workdir", str(work), "--round", str(rnd),
+            "--model", model or "", "--threads", str(args.threads), "--warmup", str(args.warmup),
+            "--runs", str(math.ceil(args.runs / args.rounds)), "--max-seconds", str(args.max_seconds / args.rounds)]
+
+
+def run_child(name: str, cmd: list[str], env: dict[str, str]) -> None:
+    """Runs a child to its end; if it fails, exits with the last line of its stderr."""
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
+        sys.exit(f"error: {name} failed: {lines[-1]}")
+
+
+def print_round(name: str, times: list[float], label: str) -> None:
+    print(f"  {label}{name:<20} median {1e3 * statistics.median(times):8.1f} ms   p90 {1e3 * p90(times):8.1f} ms"
+          f"   ({len(times)} runs)", file=sys.stderr, flush=True)
+
+
+def time_per_process(models: dict[str, str | None], work: Path, args) -> dict[str, list[list[float]]]:
+    env = {**os.environ, **thread_env(args.threads)}
+    times: dict[str, list[list[float]]] = {name: [] for name in models}
+    for rnd in range(args.rounds):
+        for name in rotated(list(models), rnd):
+            run_child(name, child_cmd(name, models[name], work, rnd, args), env)
+            times[name].append(json.loads((work / f"{name}-{rnd}.json").read_text()))
+            print_round(name, times[name][-1], f"round {rnd + 1}/{args.rounds}  ")
+    return times
+
+
+def time_same_process(models: dict[str, str | None], work: Path, args) -> dict[str, list[list[float]]]:
+    times = {}
+    for name, model in models.items():
+        times[name] = [time_backend(name, model, work, 0, args)]
+        print_round(name, times[name][0], "")
+    return times
+
+
+def sgemm_peak(work: Path, args) -> float:
+    if args.same_process:
+        return sgemm_peak_gflops(args.threads)
+    run_child("sgemm", child_cmd("sgemm", None, work, 0, args), {**os.environ, **thread_env(args.threads)})
+    return json.loads((work / "sgemm.json").read_text())
+
+
+# --- preparing the models -----------------------------------------------------------------------------
+
 def ensure_onnx(path: str | None) -> Path:
     p = Path(path or "build/onnx/model.onnx")
     if p.is_file():
@@ -92,107 +244,164 @@ def ensure_onnx(path: str | None) -> Path:
 def tvm_bundle(onnx: Path, out: Path, tuning_log: str, rebuild: bool) -> tuple[Path, float | None]:
     from c2f_edge.artifacts import sha256_file
     from c2f_edge.compile import CompileConfig, compile_bundle
+    from c2f_edge.tuning_db import PIPELINE_VERSION
 
     if (out / "manifest.json").is_file() and not rebuild:
         m = json.loads((out / "manifest.json").read_text())
-        if m.get("onnx", {}).get("sha256") == sha256_file(onnx) and m["config"].get("tuning_log") == tuning_log:
+        same_pipeline = m.get("versions", {}).get("c2f-edge pipeline") == PIPELINE_VERSION
+        if same_pipeline and m.get("onnx", {}).get("sha256") == sha256_file(onnx) \
+                and m["config"].get("tuning_log") == tuning_log:
             return out, None
     t0 = time.perf_counter()
     compile_bundle(CompileConfig(target="host", onnx=str(onnx), tuning_log=tuning_log, out=str(out), verify="none"))
     return out, time.perf_counter() - t0
 
 
-def main() -> int:
-    args = parse_args()
-    # Thread counts must be fixed before the libraries start their pools.
-    for var in ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
-    import numpy as np
-    import onnxruntime as ort
-    import torch
+def default_tuning_log() -> str:
+    from c2f_edge import targets, tuning_db
 
-    from c2f_edge.export import parity_inputs
-    from c2f_edge.models.weights import load_model
+    return str(tuning_db.log_dir("host", targets.get("host").machine()))
 
-    torch.set_num_threads(args.threads)
-    onnx = ensure_onnx(args.onnx)
-    x = parity_inputs(1)  # one real photo, ImageNet-normalized, [1,3,224,224] float32
-    results: dict[str, dict] = {}
-    notes: dict[str, str] = {}
 
-    def record(name, times):
-        results[name] = {"median_ms": 1e3 * statistics.median(times), "p90_ms": 1e3 * p90(times), "runs": len(times)}
-        print(f"  {name:<20} median {results[name]['median_ms']:8.1f} ms   p90 {results[name]['p90_ms']:8.1f} ms"
-              f"   ({len(times)} runs)", file=sys.stderr, flush=True)
+def missing_log_note(log: str) -> str:
+    from c2f_edge.tuning_db import machine_logs
 
-    model, _ = load_model("n", weights="synthetic", seed=0)
-    model.eval()
-    xt = torch.from_numpy(x)
-    if "torch_eager" not in args.skip:
-        with torch.inference_mode():
-            record("torch_eager", time_it(lambda: model(xt), args.warmup, args.runs, args.max_seconds))
-    if "torch_channels_last" not in args.skip:
-        m_cl = model.to(memory_format=torch.channels_last)
-        x_cl = xt.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            record("torch_channels_last", time_it(lambda: m_cl(x_cl), args.warmup, args.runs, args.max_seconds))
+    others = machine_logs(Path(log).parent)
+    return f"skipped: no tuning log for this CPU at {log}" + (
+        f" (logs for other CPUs: {', '.join(others)})" if others else "")
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = args.threads, 1
-    sess = ort.InferenceSession(str(onnx), so, providers=["CPUExecutionProvider"])
-    ref = sess.run(None, {"input": x})[0]
-    record("onnxruntime", time_it(lambda: sess.run(None, {"input": x}), args.warmup, args.runs, args.max_seconds))
 
-    from c2f_edge.compile import load_bundle
-
-    if args.tuning_log is None:
-        from c2f_edge import targets, tuning_db
-
-        args.tuning_log = str(tuning_db.log_dir("host", targets.get("host").machine()))
+def prepare_models(onnx: Path, args, notes: dict[str, str]) -> tuple[dict[str, str | None], dict[str, str]]:
+    """What each backend loads (None for torch), and per TVM bundle the note on how it was built."""
+    # ONNX Runtime is the reference of every ratio: always timed.
+    models = {name: None for name in NAMES[:2] if name not in args.skip}
+    models["onnxruntime"] = str(onnx)
+    built = {}
     for name, log in (("tvm_untuned", "none"), ("tvm_tuned", args.tuning_log)):
         if name in args.skip:
             continue
         if log != "none" and not Path(log, "database_tuning_record.json").is_file():
-            from c2f_edge.tuning_db import machine_logs
-
-            others = machine_logs(Path(log).parent)
-            notes[name] = f"skipped: no tuning log for this CPU at {log}" + (
-                f" (logs for other CPUs: {', '.join(others)})" if others else "")
+            notes[name] = missing_log_note(log)
             print(f"  {name:<20} {notes[name]}", file=sys.stderr)
             continue
         bundle, compile_s = tvm_bundle(onnx, Path(args.bundle_dir) / name, log, args.rebuild)
-        run = load_bundle(bundle)
-        diff = float(np.max(np.abs(run(x) - ref)))
-        m = json.loads((bundle / "manifest.json").read_text())
-        notes[name] = (f"{m['tuning']['note']}; max abs diff vs ORT {diff:.1e}"
-                       + (f"; compiled in {compile_s:.0f}s" if compile_s else ""))
-        record(name, time_it(lambda run=run: run(x), 1, args.runs, args.max_seconds))
+        models[name] = str(bundle)
+        note = json.loads((bundle / "manifest.json").read_text())["tuning"]["note"]
+        built[name] = (note, f"; compiled in {compile_s:.0f}s" if compile_s else "")
+    return models, built
 
-    peak = sgemm_peak_gflops(args.threads)
-    ort_med, ort_p90 = results["onnxruntime"]["median_ms"], results["onnxruntime"]["p90_ms"]
-    print(f"\nConv2Former-N, 1x3x224x224 fp32, {args.threads} threads, this machine "
-          f"(sgemm peak of this process: {peak:.1f} GFLOP/s)")
-    print(f"{'backend':<22}{'median ms':>10}{'p90 ms':>10}{'vs ORT':>9}{'p90 vs ORT':>12}{'GFLOP/s':>9}{'% peak':>8}")
-    for name in NAMES:
-        if name not in results:
-            continue
-        r = results[name]
-        r["ratio_vs_ort"] = r["median_ms"] / ort_med
-        r["p90_ratio_vs_ort"] = r["p90_ms"] / ort_p90
+
+# --- results ------------------------------------------------------------------------------------------
+
+def p90(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(0.9 * (len(xs) - 1)))]
+
+
+def summarize(round_times: list[list[float]]) -> dict:
+    """Pooled median and p90 over all rounds (ms), and each round's own median."""
+    pooled = [t for ts in round_times for t in ts]
+    return {"median_ms": 1e3 * statistics.median(pooled), "p90_ms": 1e3 * p90(pooled), "runs": len(pooled),
+            "round_medians_ms": [1e3 * statistics.median(ts) for ts in round_times]}
+
+
+def round_ratios(r: dict, ort: dict) -> list[float]:
+    """Round i's median over ONNX Runtime's median of the same round."""
+    return [a / b for a, b in zip(r["round_medians_ms"], ort["round_medians_ms"], strict=True)]
+
+
+def max_abs_diff(work: Path, name: str) -> float:
+    import numpy as np
+
+    return float(np.max(np.abs(np.load(work / f"{name}.npy") - np.load(work / "onnxruntime.npy"))))
+
+
+def add_ratios(results: dict[str, dict], peak: float) -> None:
+    ort = results["onnxruntime"]
+    for r in results.values():
+        r["ratio_vs_ort"] = r["median_ms"] / ort["median_ms"]
+        r["p90_ratio_vs_ort"] = r["p90_ms"] / ort["p90_ms"]
+        r["round_ratios"] = round_ratios(r, ort)
         r["gflops"] = GFLOP_PER_IMAGE / (r["median_ms"] / 1e3)
+        r["peak_pct"] = 100 * r["gflops"] / peak
+
+
+def print_table(results: dict[str, dict], peak: float, args) -> None:
+    if args.same_process:
+        method = f"all backends in one process (sgemm peak of this process: {peak:.1f} GFLOP/s)"
+    else:
+        method = (f"one fresh process per backend, {args.rounds} interleaved rounds "
+                  f"(sgemm peak, own process: {peak:.1f} GFLOP/s)")
+    print(f"\nConv2Former-N, 1x3x224x224 fp32, {args.threads} threads, this machine, {method}")
+    print(f"{'backend':<22}{'median ms':>10}{'p90 ms':>10}{'vs ORT':>9}{'p90 vs ORT':>12}{'GFLOP/s':>9}{'% peak':>8}")
+    for name, r in results.items():
         print(f"{name:<22}{r['median_ms']:>10.1f}{r['p90_ms']:>10.1f}{r['ratio_vs_ort']:>8.2f}x"
-              f"{r['p90_ratio_vs_ort']:>11.2f}x{r['gflops']:>9.1f}{100 * r['gflops'] / peak:>7.0f}%")
-    for name, note in notes.items():
-        print(f"  {name}: {note}")
-    if Path(args.tuning_log, "meta.json").is_file():
-        meta = json.loads(Path(args.tuning_log, "meta.json").read_text())
+              f"{r['p90_ratio_vs_ort']:>11.2f}x{r['gflops']:>9.1f}{r['peak_pct']:>7.0f}%")
+
+
+def print_spread(results: dict[str, dict], rounds: int) -> None:
+    if rounds < 2:
+        return
+    print(f"  per-round medians, min-max of {rounds} rounds (and of round median / ORT's same-round median):")
+    for name, r in results.items():
+        ms, ratios = r["round_medians_ms"], r["round_ratios"]
+        vs = "" if name == "onnxruntime" else f"   vs ORT {min(ratios):.2f}-{max(ratios):.2f}x"
+        print(f"    {name:<20}{min(ms):8.1f}-{max(ms):.1f} ms{vs}")
+
+
+def print_notes(notes: dict[str, str], tuning_log: str) -> None:
+    for name in NAMES:
+        if name in notes:
+            print(f"  {name}: {notes[name]}")
+    if Path(tuning_log, "meta.json").is_file():
+        meta = json.loads(Path(tuning_log, "meta.json").read_text())
         print(f"  tuning log: {meta.get('trials')} trials, {meta.get('tuning_time_s')} s, "
               f"on {meta.get('machine', {}).get('cpu')} ({meta.get('machine', {}).get('cores')} cores)")
+
+
+def write_json(path: str, results: dict[str, dict], peak: float, args) -> None:
+    out: dict = {k: {"median_ms": round(v["median_ms"], 3), "p90_ms": round(v["p90_ms"], 3),
+                     "ratio_vs_ort": round(v["ratio_vs_ort"], 3),
+                     "round_medians_ms": [round(m, 3) for m in v["round_medians_ms"]]} for k, v in results.items()}
+    out["sgemm_peak_gflops"] = round(peak, 2)
+    out["method"] = "same-process" if args.same_process else "per-process"
+    out["rounds"] = args.rounds
+    Path(path).write_text(json.dumps(out, indent=2) + "\n")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # Thread counts must be fixed before the libraries start their pools (children get them too).
+    os.environ.update(thread_env(args.threads))
+    if args.worker:
+        return worker(args)
+    if args.same_process:
+        args.rounds = 1
+    import numpy as np
+
+    from c2f_edge.export import parity_inputs
+
+    onnx = ensure_onnx(args.onnx)
+    args.tuning_log = args.tuning_log or default_tuning_log()
+    notes: dict[str, str] = {}
+    models, built = prepare_models(onnx, args, notes)
+    with tempfile.TemporaryDirectory(prefix="bench_host-") as tmp:
+        work = Path(tmp)
+        np.save(work / "input.npy", parity_inputs(1))  # one real photo, ImageNet-normalized, [1,3,224,224]
+        timed = (time_same_process if args.same_process else time_per_process)(models, work, args)
+        peak = sgemm_peak(work, args)
+        for name in models:
+            if name != "onnxruntime":
+                note, compiled = built.get(name, ("", ""))
+                diff = f"max abs diff vs ORT {max_abs_diff(work, name):.1e}"
+                notes[name] = f"{note}; {diff}{compiled}" if note else diff
+    results = {name: summarize(timed[name]) for name in models}
+    add_ratios(results, peak)
+    print_table(results, peak, args)
+    print_spread(results, args.rounds)
+    print_notes(notes, args.tuning_log)
     if args.json:
-        out = {k: {"median_ms": round(v["median_ms"], 3), "p90_ms": round(v["p90_ms"], 3),
-                   "ratio_vs_ort": round(v["ratio_vs_ort"], 3)} for k, v in results.items()}
-        out["sgemm_peak_gflops"] = round(peak, 2)
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        write_json(args.json, results, peak, args)
     return 0
 
 

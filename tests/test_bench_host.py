@@ -1,0 +1,95 @@
+"""scripts/bench_host.py's bookkeeping: round order, pooling, ratios, children. No model is timed here."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_host.py"
+_spec = importlib.util.spec_from_file_location("bench_host", SCRIPT)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_rounds_rotate_so_no_backend_is_always_first_or_last():
+    names = list(bench.NAMES)
+    orders = [bench.rotated(names, r) for r in range(3)]
+    for order in orders:
+        assert sorted(order) == sorted(names)
+    assert len({o[0] for o in orders}) == 3 and len({o[-1] for o in orders}) == 3
+    # As many rounds as backends: each one goes first once and last once.
+    full = [bench.rotated(names, r) for r in range(len(names))]
+    assert sorted(o[0] for o in full) == sorted(names) and sorted(o[-1] for o in full) == sorted(names)
+
+
+def test_samples_of_all_rounds_are_pooled():
+    r = bench.summarize([[0.010, 0.012, 0.014, 0.016, 0.018], [0.020, 0.030, 0.040, 0.050, 0.060]])
+    assert r["median_ms"] == pytest.approx(19.0)  # median of all ten, not the median of medians (27.0)
+    assert r["p90_ms"] == pytest.approx(50.0)
+    assert r["runs"] == 10
+    assert r["round_medians_ms"] == pytest.approx([14.0, 40.0])
+
+
+def test_ratios_are_taken_round_by_round():
+    ort = bench.summarize([[0.010], [0.020]])
+    tvm = bench.summarize([[0.012], [0.022]])
+    assert bench.round_ratios(tvm, ort) == pytest.approx([1.2, 1.1])
+    results = {"onnxruntime": ort, "tvm_untuned": tvm}
+    bench.add_ratios(results, peak=100.0)
+    assert results["tvm_untuned"]["ratio_vs_ort"] == pytest.approx(17.0 / 15.0)
+    assert results["onnxruntime"]["round_ratios"] == pytest.approx([1.0, 1.0])
+
+
+def test_children_get_their_share_of_runs_and_time():
+    args = bench.parse_args(["--runs", "10", "--rounds", "3", "--max-seconds", "60", "--threads", "2"])
+    cmd = bench.child_cmd("onnxruntime", "m.onnx", Path("/tmp/w"), 2, args)
+    opts = dict(zip(cmd[2::2], cmd[3::2], strict=True))
+    assert opts["--worker"] == "onnxruntime" and opts["--round"] == "2" and opts["--model"] == "m.onnx"
+    assert opts["--runs"] == "4" and float(opts["--max-seconds"]) == pytest.approx(20.0)
+
+
+def test_a_failing_child_is_one_line_error(capsys):
+    crash = "import sys; print('loading', file=sys.stderr); raise RuntimeError('cannot load model.so')"
+    with pytest.raises(SystemExit) as e:
+        bench.run_child("tvm_tuned", [sys.executable, "-c", crash], {})
+    assert e.value.code == "error: tvm_tuned failed: RuntimeError: cannot load model.so"
+    with pytest.raises(SystemExit) as e:
+        bench.run_child("tvm_tuned", [sys.executable, "-c", "import os; os._exit(3)"], {})
+    assert e.value.code == "error: tvm_tuned failed: exit code 3"
+
+
+def test_a_broken_bundle_fails_its_worker(tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.so").write_bytes(b"not an ELF")
+    np.save(tmp_path / "input.npy", np.zeros((1, 3, 4, 4), np.float32))
+    args = bench.parse_args(["--runs", "1", "--rounds", "1"])
+    cmd = bench.child_cmd("tvm_untuned", str(bundle), tmp_path, 0, args)
+    with pytest.raises(SystemExit) as e:
+        bench.run_child("tvm_untuned", cmd, dict(bench.os.environ))
+    assert e.value.code.startswith("error: tvm_untuned failed: ")
+    assert "\n" not in e.value.code
+
+
+def test_ort_worker_leaves_times_and_output_and_never_loads_torch(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    h = onnx.helper
+    shape = [1, 3, 4, 4]
+    graph = h.make_graph([h.make_node("Relu", ["input"], ["output"])], "g",
+                         [h.make_tensor_value_info("input", onnx.TensorProto.FLOAT, shape)],
+                         [h.make_tensor_value_info("output", onnx.TensorProto.FLOAT, shape)])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    np.save(tmp_path / "input.npy", x)
+    argv = bench.child_cmd("onnxruntime", str(tmp_path / "m.onnx"), tmp_path, 1,
+                           bench.parse_args(["--runs", "5", "--rounds", "1", "--warmup", "1"]))[1:]
+    code = (f"import runpy, sys\nsys.argv = {argv!r}\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit:\n    pass\nprint(sys.modules.get('torch') is not None)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False", proc.stderr
+    assert len(json.loads((tmp_path / "onnxruntime-1.json").read_text())) == 5
+    np.testing.assert_array_equal(np.load(tmp_path / "onnxruntime.npy"), np.maximum(x, 0))

@@ -362,7 +362,7 @@ def compile_bundle(cfg: CompileConfig) -> Path:
         canon = spec.canonical()
         manifest = new_manifest(
             BUNDLE_KIND,
-            versions=tool_versions(("ziglang",)),
+            versions={**tool_versions(("ziglang",)), "c2f-edge pipeline": tuning_db.PIPELINE_VERSION},
             target={"name": spec.name, "description": spec.description, "kind": spec.kind, "device": spec.device,
                     "triple": spec.triple, "json": target_json, "resolved": canon,
                     **({"host_json": target_json.get("host"), "host_resolved": canon.get("host")} if gpu else {}),

@@ -20,7 +20,7 @@ RECORD_FILE = "database_tuning_record.json"
 DEFAULT_ROOT = Path("tuning_logs")
 ENV_ROOT = "C2F_EDGE_TUNING_LOGS"
 # Bump when c2f_edge.tvm_build changes how ops are lowered: old records would then silently stop matching.
-PIPELINE_VERSION = 3
+PIPELINE_VERSION = 4
 
 
 def default_root() -> Path:

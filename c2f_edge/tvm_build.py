@@ -82,36 +82,41 @@ def bind_params(mod, params):
     return relax.transform.BindParams("main", dict(zip(weights, params["main"])))(mod)
 
 
-def legalize_and_fuse(mod, target):
+def legalize_and_fuse(mod, target, blocked: bool = True):
     """Inference decompositions + legalize to TIR + fuse: the form MetaSchedule extracts tasks from.
 
     The same sequence runs inside `build`, so tuning records match the workloads of the build.
+    blocked=False keeps CPU activations NCHW (what channel counts that are no multiple of the lanes get).
     """
     import tvm
 
     target = as_target(target)
     with target:
-        return tvm.transform.Sequential(_legalize_and_fuse_passes(cpu=not is_gpu(target)))(mod)
+        return tvm.transform.Sequential(_legalize_and_fuse_passes(cpu=not is_gpu(target), blocked=blocked))(mod)
 
 
-def _legalize_and_fuse_passes(cpu: bool):
+def _legalize_and_fuse_passes(cpu: bool, blocked: bool = True):
     """Built inside `with target:`; the CPU conv packing reads the vector width from Target.current()."""
     import tvm
     from tvm.relax import transform as T
 
     custom = {"relax.nn.gelu": _gelu_fast_erf}
-    first = []
+    first, layout = [], []
     if cpu:
+        from c2f_edge.cpu_blocked import to_blocked
         from c2f_edge.cpu_layout import conv2d_legalizer
         from c2f_edge.cpu_norm import fuse_channel_norm, layer_norm_legalizer
         from c2f_edge.cpu_schedules import cpu_spec
 
+        lanes = cpu_spec(tvm.target.Target.current()).lanes
         # dense convs with weights prepacked for the CPU schedules (c2f_edge.cpu_layout)
-        custom["relax.nn.conv2d"] = conv2d_legalizer(cpu_spec(tvm.target.Target.current()).lanes)
+        custom["relax.nn.conv2d"] = conv2d_legalizer(lanes)
         # the channels-first LayerNorm as one kernel (c2f_edge.cpu_norm)
         first.append(fuse_channel_norm())
         custom["relax.nn.layer_norm"] = layer_norm_legalizer()
-    return [*first, T.DecomposeOpsForInference(), T.CanonicalizeBindings(),
+        if blocked:  # activations in channel blocks of one vector (c2f_edge.cpu_blocked), batch norms decomposed
+            layout.append(to_blocked(lanes))
+    return [*first, T.DecomposeOpsForInference(), *layout, T.CanonicalizeBindings(),
             T.LegalizeOps(customize_legalize_map=custom), T.AnnotateTIROpPattern(),
             T.FoldConstant(), T.FuseOps(), T.FuseTIR()]
 

@@ -12,6 +12,7 @@ from c2f_edge.artifacts import sha256_file
 from c2f_edge.cli import main
 from c2f_edge.compile import LIBRARY, load_bundle
 from c2f_edge.crosslink import elf_arch
+from c2f_edge.tuning_db import PIPELINE_VERSION
 
 ATOL = 1e-4
 
@@ -33,6 +34,7 @@ def _check_bundle(bundle, target: str, onnx_dir):
     assert m["output"]["shape"] == [1, 1000]
     assert m["tuning"]["status"] == "untuned" and "--tuning-log none" in m["tuning"]["note"]
     assert m["versions"]["apache-tvm"] and m["timings_s"]["total"] > 0
+    assert m["versions"]["c2f-edge pipeline"] == PIPELINE_VERSION  # what scripts/bench_host.py reuses bundles by
     assert m["bundle_bytes"] >= m["files"][LIBRARY]["bytes"]
     assert "tvm.runtime.load_module" in (bundle / "README.txt").read_text()
     # Nothing but the bundle's three files; no temp dirs left beside it.

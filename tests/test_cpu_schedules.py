@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from c2f_edge import cpu_schedules
-from c2f_edge.cpu_schedules import ChannelNorm, CpuSpec, TiledReduction, cpu_spec
+from c2f_edge.cpu_schedules import BlockedNorm, ChannelNorm, CpuSpec, TiledReduction, cpu_spec
 from c2f_edge.tvm_build import as_target
 from tests.fixtures.schedules import ARM64, ARMV7, HOST
 
@@ -27,16 +27,17 @@ def _pick(kernels, pred):
 
 
 KINDS = {
-    # one representative per operator family of Conv2Former-N
-    "1x1 conv + GELU": lambda n, s: "gelu" in n and len(s[1]) == 5 and s[1][2:4] == (1, 1),
-    "1x1 conv + residual": lambda n, s: len(s[1]) == 5 and s[1][2:4] == (1, 1) and len(s) == 5,
-    "strided 2x2 conv": lambda n, s: len(s[1]) == 5 and s[1][2:4] == (2, 2),
+    # one representative per operator family of Conv2Former-N, activations blocked (c2f_edge.cpu_blocked):
+    # dense conv weights [O/b, I/b, kh, kw, b, b], depthwise [C/b, kh, kw, b], the stem's [O/b, 3, kh, kw, b]
+    "1x1 conv + GELU": lambda n, s: "gelu" in n and len(s[1]) == 6 and s[1][2:4] == (1, 1),
+    "1x1 conv + residual": lambda n, s: len(s[1]) == 6 and s[1][2:4] == (1, 1) and len(s) == 5,
+    "strided 2x2 conv": lambda n, s: len(s[1]) == 6 and s[1][2:4] == (2, 2),
     "stem 3x3 conv": lambda n, s: len(s[1]) == 5 and s[1][2:4] == (3, 3) and s[0][1] == 3,
-    "depthwise 11x11 * v": lambda n, s: len(s[1]) == 4 and s[1][1:] == (1, 11, 11) and "multiply" in n,
-    "depthwise 3x3 + GELU + residual": lambda n, s: len(s[1]) == 4 and s[1][1:] == (1, 3, 3),
-    # 56x56x256 in: read once, pixel tiles outer (it outgrows L2); 64 out: two vectors per tile
-    "1x1 conv from a 3 MB activation": lambda n, s: len(s[1]) == 5 and s[1][2:4] == (1, 1)
-    and s[0] == (1, 256, 56, 56),
+    "depthwise 11x11 * v": lambda n, s: len(s[1]) == 4 and s[1][1:3] == (11, 11) and "multiply" in n,
+    "depthwise 3x3 + GELU + residual": lambda n, s: len(s[1]) == 4 and s[1][1:3] == (3, 3),
+    # 56x56x256 in: read once, pixel tiles outer; 64 out
+    "1x1 conv from a 3 MB activation": lambda n, s: len(s[1]) == 6 and s[1][2:4] == (1, 1)
+    and len(s[0]) == 5 and s[0][1] * s[0][4] == 256 and s[0][2] == 56,
     "channels-first LayerNorm": lambda n, s: n.startswith("channel_norm"),
     "global mean": lambda n, s: n.startswith("mean"),
     "head matmul": lambda n, s: "matmul" in n,
@@ -108,7 +109,7 @@ def test_arm_tile_shapes_compute_the_same(arm64_kernels, spec, kind):
     name = _pick(arm64_kernels, KINDS[kind])
     func = arm64_kernels[name]
     sch = s_tir.Schedule(func)
-    rule = ChannelNorm() if name.startswith("channel_norm") else TiledReduction()
+    rule = BlockedNorm() if name.startswith("channel_norm") else TiledReduction()
     assert rule.schedule(sch, spec)
     inputs = _inputs(func, seed=1)
     want = _run(func, HOST, [a.copy() for a in inputs])
@@ -173,16 +174,16 @@ def _tile_loops(sch, block_name):
 
 
 @pytest.mark.parametrize("pixels, pair", [(14, True), (7, False)])
-def test_packed_conv_tile_takes_two_weight_vectors_when_the_pixels_tile_well(host_kernels, pixels, pair):
+def test_packed_conv_tile_takes_two_weight_vectors_when_the_pixels_tile_well(host_nchw_kernels, pixels, pair):
     """AVX2 (8 lanes, 16 registers): 14-pixel rows give 2 vectors x 2x2 pixels; 7-pixel rows would give
     2 vectors x 1 pixel, so those keep one vector x 7 pixels."""
     from tvm import s_tir
 
     from c2f_edge.cpu_layout import PACKED_BLOCK
 
-    name = _pick(host_kernels, lambda n, s: "gelu" in n and len(s[1]) == 5 and s[1][2:4] == (1, 1)
+    name = _pick(host_nchw_kernels, lambda n, s: "gelu" in n and len(s[1]) == 5 and s[1][2:4] == (1, 1)
                  and s[0][2] == pixels)
-    sch = s_tir.Schedule(host_kernels[name])
+    sch = s_tir.Schedule(host_nchw_kernels[name])
     assert TiledReduction().schedule(sch, CpuSpec(lanes=8, registers=16))
     tile = _tile_loops(sch, PACKED_BLOCK + "_update")
     assert tile[-1] == (8, "vector")
@@ -191,14 +192,29 @@ def test_packed_conv_tile_takes_two_weight_vectors_when_the_pixels_tile_well(hos
     assert 7 <= accumulators <= 12, tile
 
 
-def test_channel_norm_accumulates_in_registers(host_kernels):
+def test_channel_norm_accumulates_in_registers(host_nchw_kernels):
     """Both channel sums live in a local (register) buffer, vectorized over a pixel row, one row per task."""
     from tvm import s_tir
 
-    name = _pick(host_kernels, KINDS["channels-first LayerNorm"])
-    sch = s_tir.Schedule(host_kernels[name])
+    name = _pick(host_nchw_kernels, KINDS["channels-first LayerNorm"])
+    sch = s_tir.Schedule(host_nchw_kernels[name])
     assert ChannelNorm().schedule(sch, CpuSpec(lanes=16, registers=32))
     script = sch.mod.script()
     assert 'channel_sum_local' in script and 'channel_sqdev_local' in script
     assert _tile_loops(sch, "channel_sum_update")[-1][1] == "vector"
+    assert "T.parallel" in script
+
+
+def test_blocked_norm_accumulates_in_registers(host_kernels):
+    """The blocked LayerNorm: both sums over the channel blocks in one local vector per pixel, rows in parallel."""
+    from tvm import s_tir
+
+    from c2f_edge.cpu_schedules import BlockedNorm
+
+    name = _pick(host_kernels, KINDS["channels-first LayerNorm"])
+    sch = s_tir.Schedule(host_kernels[name])
+    assert BlockedNorm().schedule(sch, CpuSpec(lanes=8, registers=16))
+    script = sch.mod.script()
+    assert "nchwc_sum_local" in script and "nchwc_sqdev_local" in script
+    assert _tile_loops(sch, "nchwc_sum_update")[-1] == (8, "vector")
     assert "T.parallel" in script

@@ -135,12 +135,10 @@ class _Rewriter:
             self.blocked[var] = self.blocked[value]
             return
         if isinstance(value, relax.Call) and isinstance(value.op, tvm_op_type()):
-            if value.op.name == "relax.mean" and self.has_blocked(value.args[0]) \
-                    and _spatial_axes(value) and not value.attrs.keepdims:
-                # the global pool: over H and W of the blocks, then [N, C/b, b] is [N, C] already
-                n, c = static_shape(var)
-                pooled = relax.op.mean(self.blocked[value.args[0]], axis=[2, 3])
-                self.nchw[var] = self.bb.emit(relax.op.reshape(pooled, [n, c]))
+            if value.op.name == "relax.mean" and self.has_blocked(value.args[0]) and _spatial_axes(value):
+                # the global pool: over H and W of the blocks, then [N, C/b, (1, 1,) b] is [N, C(, 1, 1)]
+                pooled = relax.op.mean(self.blocked[value.args[0]], axis=[2, 3], keepdims=bool(value.attrs.keepdims))
+                self.nchw[var] = self.bb.emit(relax.op.reshape(pooled, static_shape(var)))
                 return
             new = self.visit_call(var, value)
             if new is not None:
@@ -251,25 +249,27 @@ def _unblock(x, shape):
 
 # -- TE computes ----------------------------------------------------------------------------------
 
-def _pads(padding):
-    return padding if len(padding) == 4 else (padding[0], padding[1], padding[0], padding[1])
+def _padded(data, kh, kw, strides, padding):
+    """data zero-padded in H and W (dims 2 and 3), and the output's height and width."""
+    from tvm import topi
 
-
-def _out_size(h, w, kh, kw, strides, padding):
-    top, left, bottom, right = _pads(padding)
-    return (h + top + bottom - kh) // strides[0] + 1, (w + left + right - kw) // strides[1] + 1
+    h, w = (int(d) for d in data.shape[2:4])
+    top, left, bottom, right = padding if len(padding) == 4 else (padding[0], padding[1], padding[0], padding[1])
+    oh = (h + top + bottom - kh) // strides[0] + 1
+    ow = (w + left + right - kw) // strides[1] + 1
+    if any((top, left, bottom, right)):
+        rest = [0] * (len(data.shape) - 4)
+        data = topi.nn.pad(data, [0, 0, top, left, *rest], [0, 0, bottom, right, *rest], name="pad_temp")
+    return data, oh, ow
 
 
 def _conv_blocked(data, wp, strides, padding):
     """data [N, I/b, H, W, b], wp [O/b, I/b, kh, kw, b_in, b_out] -> [N, O/b, OH, OW, b]."""
-    from tvm import te, topi
+    from tvm import te
 
-    n, _, h, w, _ = (int(d) for d in data.shape)
+    n = int(data.shape[0])
     ob, ib, kh, kw, bi, bo = (int(d) for d in wp.shape)
-    top, left, bottom, right = _pads(padding)
-    if any((top, left, bottom, right)):
-        data = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="pad_temp")
-    oh, ow = _out_size(h, w, kh, kw, strides, padding)
+    data, oh, ow = _padded(data, kh, kw, strides, padding)
     sh, sw = strides
     rc = te.reduce_axis((0, ib), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
@@ -284,14 +284,11 @@ def _conv_blocked(data, wp, strides, padding):
 
 def _conv_nchw_in(data, wp, strides, padding):
     """data [N, I, H, W], wp [O/b, I, kh, kw, b] -> [N, O/b, OH, OW, b]."""
-    from tvm import te, topi
+    from tvm import te
 
-    n, _, h, w = (int(d) for d in data.shape)
+    n = int(data.shape[0])
     ob, ci, kh, kw, bo = (int(d) for d in wp.shape)
-    top, left, bottom, right = _pads(padding)
-    if any((top, left, bottom, right)):
-        data = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], name="pad_temp")
-    oh, ow = _out_size(h, w, kh, kw, strides, padding)
+    data, oh, ow = _padded(data, kh, kw, strides, padding)
     sh, sw = strides
     rc = te.reduce_axis((0, ci), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
@@ -305,14 +302,11 @@ def _conv_nchw_in(data, wp, strides, padding):
 
 def _dw_blocked(data, wp, strides, padding):
     """data [N, C/b, H, W, b], wp [C/b, kh, kw, b] -> [N, C/b, OH, OW, b]."""
-    from tvm import te, topi
+    from tvm import te
 
-    n, cb, h, w, b = (int(d) for d in data.shape)
+    n, cb, _, _, b = (int(d) for d in data.shape)
     _, kh, kw, _ = (int(d) for d in wp.shape)
-    top, left, bottom, right = _pads(padding)
-    if any((top, left, bottom, right)):
-        data = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="pad_temp")
-    oh, ow = _out_size(h, w, kh, kw, strides, padding)
+    data, oh, ow = _padded(data, kh, kw, strides, padding)
     sh, sw = strides
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")

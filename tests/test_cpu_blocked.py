@@ -128,3 +128,24 @@ def test_gpu_targets_keep_nchw():
     p = _weights(16, 64)
     kernels = _kernels(_relax_model(p, 20), {"kind": "opencl", "host": ARM64})
     assert not any(CONV_BLOCK in s or "nchwc" in s for s in kernels.values())
+
+
+def test_global_pool_with_kept_dims_reads_the_blocks():
+    """ONNX GlobalAveragePool keeps H and W: pooled on the blocks, no transpose."""
+    from tvm import relax
+
+    w = np.random.default_rng(3).standard_normal((16, 3, 3, 3)).astype("float32")
+    x = relax.Var("input", relax.TensorType((1, 3, 8, 8), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.gelu(relax.op.nn.conv2d(x, relax.const(w), padding=[1, 1])))
+            out = bb.emit_output(relax.op.mean(y, axis=[2, 3], keepdims=True))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    kernels = _kernels(mod, HOST)
+    assert any(CONV_BLOCK in s for s in kernels.values())
+    assert not [n for n in kernels if "transpose" in n], sorted(kernels)
+    xv = np.random.default_rng(4).standard_normal((1, 3, 8, 8)).astype("float32")
+    want = F.gelu(F.conv2d(torch.from_numpy(xv), torch.from_numpy(w), padding=1)).mean((2, 3), keepdim=True)
+    np.testing.assert_allclose(_run(mod, xv), want.numpy(), rtol=1e-4, atol=1e-5)

@@ -218,3 +218,18 @@ def test_blocked_norm_accumulates_in_registers(host_kernels):
     assert "nchwc_sum_local" in script and "nchwc_sqdev_local" in script
     assert _tile_loops(sch, "nchwc_sum_update")[-1] == (8, "vector")
     assert "T.parallel" in script
+
+
+def test_blocked_conv_tile_takes_two_output_channel_blocks(host_kernels):
+    """A blocked 1x1 conv broadcasts its input: two blocks of output channels (two weight vectors) meet
+    each broadcast value, as the two-vector tile of the NCHW path does."""
+    from tvm import s_tir
+
+    from c2f_edge.cpu_blocked import CONV_BLOCK
+
+    name = _pick(host_kernels, lambda n, s: len(s[1]) == 6 and s[1][2:4] == (1, 1) and s[0][2] == 14)
+    sch = s_tir.Schedule(host_kernels[name])
+    assert TiledReduction().schedule(sch, CpuSpec(lanes=8, registers=16))
+    tile = _tile_loops(sch, CONV_BLOCK + "_update")
+    assert tile[0] == (2, "unroll") and tile[-1] == (8, "vector"), tile
+    assert 4 <= np.prod([e for e, _ in tile]) // 8 <= 12, tile

@@ -15,7 +15,7 @@ Conv2Former-N that never happens between the image and the classifier.
 
 from __future__ import annotations
 
-from c2f_edge.cpu_layout import static_shape
+from c2f_edge.cpu_layout import pack_oihw, static_shape
 
 CONV_BLOCK = "conv2d_nchwc"
 NORM_BLOCKS = ("nchwc_sum", "nchwc_mean", "nchwc_sqdev", "nchwc_var", "nchwc_norm")
@@ -120,6 +120,7 @@ class _Rewriter:
     # -- bindings ---------------------------------------------------------------------------------
 
     def visit(self, var, value):
+        import tvm
         from tvm import relax
 
         if isinstance(value, relax.Tuple):
@@ -134,7 +135,7 @@ class _Rewriter:
         if isinstance(value, relax.Var) and self.has_blocked(value):
             self.blocked[var] = self.blocked[value]
             return
-        if isinstance(value, relax.Call) and isinstance(value.op, tvm_op_type()):
+        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
             if value.op.name == "relax.mean" and self.has_blocked(value.args[0]) and _spatial_axes(value):
                 # the global pool: over H and W of the blocks, then [N, C/b, (1, 1,) b] is [N, C(, 1, 1)]
                 pooled = relax.op.mean(self.blocked[value.args[0]], axis=[2, 3], keepdims=bool(value.attrs.keepdims))
@@ -206,8 +207,8 @@ class _Rewriter:
                                    primfunc_name_hint="conv2d")
         if static_shape(data) is None:
             return None
-        # e.g. the stem: NCHW image in, blocked out
-        wp = relax.const(w.reshape(o // b, b, i, kh, kw).transpose(0, 2, 3, 4, 1).copy())
+        # e.g. the stem: NCHW image in, blocked out; the weight packed as for an NCHW conv
+        wp = relax.const(pack_oihw(w, b))
         return self.bb.call_te(_conv_nchw_in, self.get(data), wp, strides, padding,
                                primfunc_name_hint="conv2d")
 
@@ -225,12 +226,6 @@ class _Rewriter:
 def _spatial_axes(call) -> bool:
     axes = call.attrs.axis
     return axes is not None and sorted(int(a) % 4 for a in axes) == [2, 3]
-
-
-def tvm_op_type():
-    import tvm
-
-    return tvm.ir.Op
 
 
 def _block(x, shape, b):

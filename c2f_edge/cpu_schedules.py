@@ -352,10 +352,10 @@ def _tile_reduction(sch, block, spec):
     # Where some operand is a broadcast (not indexed by the vector axis), an axis that moves only the
     # vector operands gives a second vector that meets the same broadcasts: the output-channel blocks of
     # a blocked conv (1.15-1.2x on its 1x1 convs on AVX-512; 4 vectors were slower than 2).
-    vector_reads = set(indexed_by(vec))
+    vector_operands = set(indexed_by(vec))
     second_vector = set()
-    if len(vector_reads) < len(reads):
-        second_vector = {i for i in live if i != vec and i in out_dim and set(indexed_by(i)) <= vector_reads}
+    if len(vector_operands) < len(reads):
+        second_vector = {i for i in live if i != vec and i in out_dim and set(indexed_by(i)) <= vector_operands}
 
     def register_tile(nv):
         """Factors of the axes whose tile reuses a loaded operand (one read ignores them), innermost first."""
@@ -395,7 +395,6 @@ def _tile_reduction(sch, block, spec):
     # smaller one past it, so the larger is read from memory once (1.2x on the 56x56 fc2 alone, 3% on
     # the whole model against doing so only past 1 MiB): the weights for late stages, the activation
     # for early ones.
-    vector_operands = set(indexed_by(vec))
     vec_bytes = sum(_bytes(reads[k]) for k in vector_operands)
     other_bytes = sum(_bytes(r) for k, r in enumerate(reads) if k not in vector_operands)
     first = 1 if other_bytes > vec_bytes else 0

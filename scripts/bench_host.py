@@ -118,14 +118,10 @@ def load_ort(onnx: str, x, threads: int):
 
 
 def load_tvm(bundle: str, x):
-    # Not c2f_edge.compile.load_bundle: the VM alone keeps this process to tvm + numpy.
-    import tvm
-    from tvm.runtime.vm import VirtualMachine
+    from c2f_edge.compile import load_bundle
 
-    dev = tvm.cpu()
-    vm = VirtualMachine(tvm.runtime.load_module(str(Path(bundle, "model.so"))), dev)
-    # Same work per call as load_bundle's runner: copy in, run, copy out.
-    return lambda: vm["main"](tvm.runtime.tensor(x, dev)).numpy()
+    run = load_bundle(bundle)
+    return lambda: run(x)
 
 
 def load_backend(name: str, model: str | None, x, threads: int):

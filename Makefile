@@ -1,16 +1,23 @@
 # Two entry points on a fresh machine (Python 3.11, root for apt):
 #   make demo   install, export Conv2Former-N, compile it for arm64 -> build/
 #   make test   install (pip + apt for the emulated aarch64 board), run the test suite
-PYTHON ?= python3
+# Both install into a virtual environment, .venv/ (created if missing), with the versions pinned in
+# constraints.txt. PYTHON=/path/to/python uses another interpreter instead.
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
 PIP ?= $(PYTHON) -m pip
+BIN = $(dir $(PYTHON))
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-system demo test lint clean
+.PHONY: setup setup-system demo test lint lock clean
 
 setup:
+	@if [ "$(PYTHON)" = "$(VENV)/bin/python" ] && [ ! -x "$(PYTHON)" ]; then \
+		echo "creating the virtual environment $(VENV)/ ($$(python3 --version))"; python3 -m venv $(VENV); fi
 	# torch first and pinned: the CPU wheel lies on disk; an unpinned torch pulls a multi-GB CUDA build.
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	@echo "installed into $$($(PYTHON) -c 'import sys; print(sys.prefix)') (pinned by constraints.txt)"
 
 setup-system: setup
 	# The emulated aarch64 board: qemu-user-static (apt, root), then an aarch64 Python + TVM in ~/.cache.
@@ -22,14 +29,25 @@ setup-system: setup
 	$(PYTHON) -m c2f_edge.kernel_runner setup
 
 demo: setup
-	c2f-edge export --weights synthetic --out build/onnx
-	c2f-edge compile --target arm64 --onnx build/onnx/model.onnx --out build/arm64
+	$(BIN)c2f-edge export --weights synthetic --out build/onnx
+	$(BIN)c2f-edge compile --target arm64 --onnx build/onnx/model.onnx --out build/arm64
 
 test: setup setup-system
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint:
-	ruff check c2f_edge tests scripts
+	$(BIN)ruff check c2f_edge tests scripts
+
+# Re-resolve the pins after a dependency change: a scratch venv without constraints, frozen into
+# constraints.txt (its comment header kept). Then run `make test` and commit both files.
+lock:
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q torch==2.13.0
+	.lock-venv/bin/python -m pip install -q -e ".[dev]"
+	{ grep '^#' constraints.txt; .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip=='; } \
+		> constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .lock-venv
 
 clean:
 	rm -rf build .pytest_cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import platform
@@ -31,6 +32,7 @@ from c2f_edge.tuning_db import (
     write_meta,
 )
 
+MS_LOGGER = "tvm.s_tir.meta_schedule"
 # Candidates measured per task per round. 16 keeps rounds short on a 2-core machine.
 TRIALS_PER_ROUND = 16
 
@@ -433,7 +435,6 @@ def tune(cfg: TuneConfig) -> TuningLog:
               f"{left} to go (--trials {cfg.trials})", file=sys.stderr)
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    _quiet_meta_schedule(cfg.verbose)
     prev = read_log(work_dir).meta if (work_dir / RECORD_FILE).is_file() and (work_dir / "meta.json").is_file() else {}
     prev_time = float(prev.get("tuning_time_s") or 0.0)
 
@@ -448,14 +449,15 @@ def tune(cfg: TuneConfig) -> TuningLog:
                    threads=None if remote else int(os.environ.get("TVM_NUM_THREADS") or 0) or None,
                    linker=fcompile.describe() if hasattr(fcompile, "describe") else None)
 
-    with stages.step(f"tuning {left} trials on {'the board' if remote else 'this CPU'}"):
+    with stages.step(f"tuning {left} trials on {'the board' if remote else 'this CPU'}"), \
+            contextlib.ExitStack() as stack:
         t_tune = time.perf_counter()
         if left == 0:
             print("  nothing to do: the work dir already has --trials records", file=sys.stderr)
         else:
             _import_cpu_intrinsics(target_json)
-            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                [tasks[i] for i in order], str(work_dir), seed=cfg.seed)
+            loggers = stack.enter_context(task_logs(work_dir, [tasks[i].task_name for i in order], cfg.verbose))
+            contexts, weights = _tune_contexts([tasks[i] for i in order], loggers, cfg.seed)
             builder = PoolBuilder(max_workers=cfg.builder_workers, timeout_sec=cfg.build_timeout_s,
                                   fcompile=fcompile)
             threads = measure_threads(target_json)
@@ -567,11 +569,63 @@ def _import_cpu_intrinsics(target_json: dict) -> None:
         delattr(ti, "cuda")
 
 
-def _quiet_meta_schedule(verbose: bool) -> None:
-    """MetaSchedule prints its per-round tables to stdout; keep them in WORK_DIR/logs unless -v."""
-    import logging
+def _tune_contexts(tasks, loggers, seed: int | None):
+    """One TuneContext per extracted task, as MetaSchedule's `extracted_tasks_to_tune_contexts` makes
+    them, but with our loggers (see task_logs)."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.utils import fork_seed
 
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.INFO if verbose else logging.WARNING)
+    contexts = [ms.TuneContext(mod=t.dispatched[0], target=t.target, space_generator="post-order-apply",
+                               search_strategy="evolutionary", task_name=t.task_name, logger=lg,
+                               rand_state=rs, num_threads="physical").clone()
+                for t, lg, rs in zip(tasks, loggers, fork_seed(seed, n=len(tasks)))]
+    return contexts, [t.weight for t in tasks]
+
+
+@contextlib.contextmanager
+def task_logs(work_dir: Path, task_names: list[str], verbose: bool):
+    """MetaSchedule's logs in WORK_DIR/logs/ (one file per task, one for the scheduler), and on the
+    console only with -v. Yields the per-task loggers.
+
+    MetaSchedule's own setup (`get_loggers_from_work_dir`) is not used: it rebuilds the process's
+    logging with `dictConfig` from the names of the handlers already on its logger, so an unnamed one
+    (pytest's log capture, a notebook's) crashes it, and it closes every other handler in the process.
+    Here handlers are only added, and removed again on exit; the caller's handlers stay as they were.
+    """
+    log_dir = work_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S")
+    root = logging.getLogger(MS_LOGGER)
+    width = len(str(max(len(task_names) - 1, 0)))
+    # Same names as MetaSchedule's, so the files land where its docs say.
+    names = [f"{MS_LOGGER}.task_{i:0{width}d}_{n[:100]}" for i, n in enumerate(task_names)]
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [(lg, lg.level, lg.propagate) for lg in (root, *loggers)]
+    added = []
+
+    def attach(logger, handler, level):
+        handler.setLevel(level)
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+        added.append((logger, handler))
+
+    attach(root, logging.FileHandler(log_dir / f"{MS_LOGGER}.task_scheduler.log"), logging.DEBUG)
+    attach(root, logging.StreamHandler(sys.stderr), logging.INFO if verbose else logging.WARNING)
+    root.setLevel(logging.DEBUG)
+    root.propagate = False  # the scheduler's tables are for the log file, not the application's handlers
+    for name, lg in zip(names, loggers):
+        attach(lg, logging.FileHandler(log_dir / f"{name}.log"), logging.DEBUG)
+        lg.setLevel(logging.DEBUG)
+        lg.propagate = False
+    try:
+        yield loggers
+    finally:
+        for lg, h in added:
+            lg.removeHandler(h)
+            h.close()
+        for lg, level, propagate in saved:
+            lg.setLevel(level)
+            lg.propagate = propagate
 
 
 def _check_work_dir(work_dir: Path, target_json: dict, graph_sig: str) -> None:

@@ -199,6 +199,44 @@ def test_nothing_left_to_do_measures_nothing(tiny_tuned, tiny_onnx, tmp_path):
     assert _sha(work) == before and log.meta["trials"] == log.n_records
 
 
+def test_tuning_leaves_the_callers_log_handlers_alone(tiny_onnx, tmp_path, capfd):
+    """An unnamed handler on MetaSchedule's logger (pytest's log capture, a notebook's) used to crash
+    MetaSchedule's logger setup (`None.format`); it must keep receiving records and stay attached."""
+    import logging
+
+    from c2f_edge.tune import MS_LOGGER, TuneConfig, tune
+
+    seen = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.name)
+
+    ms_logger = logging.getLogger(MS_LOGGER)
+    mine = Collect()
+    assert mine.get_name() is None
+    ms_logger.addHandler(mine)
+    level = ms_logger.level
+    try:
+        work = tmp_path / "log"
+        log = tune(TuneConfig(target="host", trials=4, onnx=str(tiny_onnx), work_dir=str(work),
+                              trials_per_round=4, max_tasks=1, verbose=True))
+        assert mine in ms_logger.handlers and ms_logger.level == level
+    finally:
+        ms_logger.removeHandler(mine)
+    assert log.n_records >= 4
+    assert seen, "the caller's handler got no MetaSchedule record"
+    # MetaSchedule's own logs still go to the work dir: the scheduler's, and one per tuned task.
+    logs = {p.name: p.read_text() for p in (work / "logs").glob("*.log")}
+    assert logs.pop(f"{MS_LOGGER}.task_scheduler.log").strip()
+    assert len(logs) == 1 and next(iter(logs)).startswith(f"{MS_LOGGER}.task_0_")
+    assert next(iter(logs.values())).strip(), "the task's log is empty"
+    # -v shows the scheduler's progress on the console too
+    assert "Task" in capfd.readouterr().err
+    # and nothing of ours is left on the loggers after the run
+    assert all(not isinstance(h, logging.FileHandler) for h in ms_logger.handlers)
+
+
 def test_interrupted_tuning_resumes_without_losing_records(tiny_onnx, tmp_path):
     """Ctrl-C a real `c2f-edge tune` mid-run, then run it again: records only grow, the budget is the total."""
     work = tmp_path / "log"

@@ -22,11 +22,11 @@ setup:
 setup-system: setup
 	# The emulated aarch64 board: qemu-user-static (apt, root), then an aarch64 Python + TVM in ~/.cache.
 	bash scripts/setup_emulator.sh
-	$(PYTHON) -m c2f_edge.emulator setup
+	$(PYTHON) -m c2f_edge.board.emulator setup
 	# zig builds its libc cache per target on first use (minutes); do it once, outside the tests.
-	$(PYTHON) -m c2f_edge.crosslink
+	$(PYTHON) -m c2f_edge.backend.crosslink
 	# armv7 has no TVM runtime wheel: its kernels run under qemu-arm against a Debian armhf libc.
-	$(PYTHON) -m c2f_edge.kernel_runner setup
+	$(PYTHON) -m c2f_edge.board.kernel_runner setup
 
 demo: setup
 	$(BIN)c2f-edge export --weights synthetic --out build/onnx

@@ -10,7 +10,7 @@ import sys
 import traceback
 
 from c2f_edge import __version__
-from c2f_edge.errors import C2FError
+from c2f_edge.core.errors import C2FError
 
 DESCRIPTION = """\
 Take Conv2Former to edge devices.

@@ -24,8 +24,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
 
-    from c2f_edge.artifacts import read_manifest
-    from c2f_edge.compile import LIBRARY, CompileConfig, compile_bundle, load_bundle
+    from c2f_edge.core.artifacts import read_manifest
+    from c2f_edge.compile.stage import LIBRARY, CompileConfig, compile_bundle, load_bundle
 
     rows = []
     for t in args.targets:

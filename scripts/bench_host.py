@@ -118,7 +118,7 @@ def load_ort(onnx: str, x, threads: int):
 
 
 def load_tvm(bundle: str, x):
-    from c2f_edge.compile import load_bundle
+    from c2f_edge.compile.stage import load_bundle
 
     run = load_bundle(bundle)
     return lambda: run(x)
@@ -232,15 +232,15 @@ def ensure_onnx(path: str | None) -> Path:
         return p
     if path:
         sys.exit(f"error: {p} not found")
-    from c2f_edge.export import ExportConfig, export_onnx
+    from c2f_edge.export.stage import ExportConfig, export_onnx
 
     return export_onnx(ExportConfig(weights="synthetic", out=str(p.parent)))
 
 
 def tvm_bundle(onnx: Path, out: Path, tuning_log: str, rebuild: bool) -> tuple[Path, float | None]:
-    from c2f_edge.artifacts import sha256_file
-    from c2f_edge.compile import CompileConfig, compile_bundle
-    from c2f_edge.tuning_db import PIPELINE_VERSION
+    from c2f_edge.core.artifacts import sha256_file
+    from c2f_edge.compile.stage import CompileConfig, compile_bundle
+    from c2f_edge.backend.tuning_db import PIPELINE_VERSION
 
     if (out / "manifest.json").is_file() and not rebuild:
         m = json.loads((out / "manifest.json").read_text())
@@ -254,13 +254,13 @@ def tvm_bundle(onnx: Path, out: Path, tuning_log: str, rebuild: bool) -> tuple[P
 
 
 def default_tuning_log() -> str:
-    from c2f_edge import targets, tuning_db
+    from c2f_edge.backend import targets, tuning_db
 
     return str(tuning_db.log_dir("host", targets.get("host").machine()))
 
 
 def missing_log_note(log: str) -> str:
-    from c2f_edge.tuning_db import machine_logs
+    from c2f_edge.backend.tuning_db import machine_logs
 
     others = machine_logs(Path(log).parent)
     return f"skipped: no tuning log for this CPU at {log}" + (
@@ -375,7 +375,7 @@ def main(argv=None) -> int:
         args.rounds = 1
     import numpy as np
 
-    from c2f_edge.export import parity_inputs
+    from c2f_edge.export.stage import parity_inputs
 
     onnx = ensure_onnx(args.onnx)
     args.tuning_log = args.tuning_log or default_tuning_log()

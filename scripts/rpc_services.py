@@ -18,8 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from c2f_edge import emulator, rpc
-from c2f_edge.errors import C2FError
+from c2f_edge.board import emulator, rpc
+from c2f_edge.core.errors import C2FError
 
 
 def _tracker_addr(value: str | None) -> str | None:

@@ -8,11 +8,11 @@ import struct
 import numpy as np
 import pytest
 
-from c2f_edge.artifacts import sha256_file
+from c2f_edge.core.artifacts import sha256_file
 from c2f_edge.cli import main
-from c2f_edge.compile import LIBRARY, load_bundle
-from c2f_edge.crosslink import elf_arch
-from c2f_edge.tuning_db import PIPELINE_VERSION
+from c2f_edge.compile.stage import LIBRARY, load_bundle
+from c2f_edge.backend.crosslink import elf_arch
+from c2f_edge.backend.tuning_db import PIPELINE_VERSION
 
 ATOL = 1e-4
 
@@ -55,7 +55,7 @@ def _torch_reference(x):
 
 @pytest.mark.slow
 def test_host_bundle_runs_here_and_matches_pytorch(host_bundle, onnx_artifact):
-    from c2f_edge.export import parity_inputs
+    from c2f_edge.export.stage import parity_inputs
 
     m = _check_bundle(host_bundle, "host", onnx_artifact)
     assert elf_arch(host_bundle / LIBRARY) == "x86_64"
@@ -184,7 +184,7 @@ def test_no_usable_cross_linker(tmp_path, fake_onnx_dir, capsys, monkeypatch):
 
 
 def test_bad_verify_mode_fails_before_building(tmp_path, fake_onnx_dir, capsys):
-    from c2f_edge.compile import VERIFIERS, resolve_verifier
+    from c2f_edge.compile.stage import VERIFIERS, resolve_verifier
 
     out = tmp_path / "b"
     _fails(["compile", "--target", "arm64", "--onnx", str(fake_onnx_dir / "model.onnx"), "--out", str(out),
@@ -210,8 +210,8 @@ def test_bad_tuning_log_and_no_model(tmp_path, fake_onnx_dir, capsys, monkeypatc
 @pytest.mark.slow
 def test_failure_during_build_leaves_no_bundle(tmp_path, onnx_artifact, capsys, monkeypatch):
     """A link error after the slow compile: the temp dir is removed, an older bundle is kept intact."""
-    from c2f_edge import tvm_build
-    from c2f_edge.errors import ToolchainError
+    from c2f_edge.backend import tvm_build
+    from c2f_edge.core.errors import ToolchainError
 
     out = tmp_path / "b"
     out.mkdir()
@@ -239,9 +239,9 @@ def test_arm64_bundle_runs_on_emulated_board(arm64_bundle, emulated_board, recor
     """Upload over TVM RPC, run one photo under qemu, match PyTorch (emulated time is not a latency)."""
     import time
 
-    from c2f_edge import rpc
-    from c2f_edge.compile import load_remote_bundle
-    from c2f_edge.export import parity_inputs
+    from c2f_edge.board import rpc
+    from c2f_edge.compile.stage import load_remote_bundle
+    from c2f_edge.export.stage import parity_inputs
 
     x = parity_inputs(1)
     remote = rpc.connect(emulated_board, session_timeout=900)
@@ -285,8 +285,8 @@ def _parallel_everywhere_log(log_dir, onnx_model, spec):
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    from c2f_edge import tuning_db, tvm_build
-    from c2f_edge.export import graph_signature
+    from c2f_edge.backend import tuning_db, tvm_build
+    from c2f_edge.export.stage import graph_signature
 
     target = tvm.target.Target(spec.to_json())
     mod, params = tvm_build.import_onnx(onnx_model)
@@ -308,9 +308,9 @@ def _parallel_everywhere_log(log_dir, onnx_model, spec):
 def test_tuning_log_is_replayed(tmp_path, monkeypatch):
     import tvm
 
-    from c2f_edge import targets, tvm_build
-    from c2f_edge.artifacts import read_manifest
-    from c2f_edge.compile import CompileConfig, compile_bundle
+    from c2f_edge.backend import targets, tvm_build
+    from c2f_edge.core.artifacts import read_manifest
+    from c2f_edge.compile.stage import CompileConfig, compile_bundle
 
     spec = targets.get("host")
     monkeypatch.chdir(tmp_path)  # tuning_logs/host/<cpu>-<cores>cores/ is looked up in the working directory

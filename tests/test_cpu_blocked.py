@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from c2f_edge import tvm_build
-from c2f_edge.cpu_blocked import CONV_BLOCK
+from c2f_edge.backend import tvm_build
+from c2f_edge.backend.passes.block_channels import CONV_BLOCK
 from tests.fixtures.schedules import ARM64, HOST  # HOST: AVX2, blocks of 8 channels
 
 EPS = 1e-6

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from c2f_edge import tvm_build
-from c2f_edge.cpu_layout import PACKED_BLOCK, pack_oihw, pack_width
+from c2f_edge.backend import tvm_build
+from c2f_edge.backend.legalize.conv2d_packed import PACKED_BLOCK, pack_oihw, pack_width
 from tests.fixtures.schedules import ARM64, HOST
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from c2f_edge import tvm_build
+from c2f_edge.backend import tvm_build
 from tests.fixtures.schedules import ARM64, HOST
 
 EPS = 1e-6

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from c2f_edge import cpu_schedules
-from c2f_edge.cpu_schedules import BlockedNorm, ChannelNorm, CpuSpec, TiledReduction, cpu_spec
-from c2f_edge.tvm_build import as_target
+from c2f_edge.backend import schedules as cpu_schedules
+from c2f_edge.backend.schedules import BlockedNorm, ChannelNorm, CpuSpec, TiledReduction, cpu_spec
+from c2f_edge.backend.tvm_build import as_target
 from tests.fixtures.schedules import ARM64, ARMV7, HOST
 
 
@@ -179,7 +179,7 @@ def test_packed_conv_tile_takes_two_weight_vectors_when_the_pixels_tile_well(hos
     2 vectors x 1 pixel, so those keep one vector x 7 pixels."""
     from tvm import s_tir
 
-    from c2f_edge.cpu_layout import PACKED_BLOCK
+    from c2f_edge.backend.legalize.conv2d_packed import PACKED_BLOCK
 
     name = _pick(host_nchw_kernels, lambda n, s: "gelu" in n and len(s[1]) == 5 and s[1][2:4] == (1, 1)
                  and s[0][2] == pixels)
@@ -209,7 +209,7 @@ def test_blocked_norm_accumulates_in_registers(host_kernels):
     """The blocked LayerNorm: both sums over the channel blocks in one local vector per pixel, rows in parallel."""
     from tvm import s_tir
 
-    from c2f_edge.cpu_schedules import BlockedNorm
+    from c2f_edge.backend.schedules import BlockedNorm
 
     name = _pick(host_kernels, KINDS["channels-first LayerNorm"])
     sch = s_tir.Schedule(host_kernels[name])
@@ -225,7 +225,7 @@ def test_blocked_conv_tile_takes_two_output_channel_blocks(host_kernels):
     each broadcast value, as the two-vector tile of the NCHW path does."""
     from tvm import s_tir
 
-    from c2f_edge.cpu_blocked import CONV_BLOCK
+    from c2f_edge.backend.passes.block_channels import CONV_BLOCK
 
     name = _pick(host_kernels, lambda n, s: len(s[1]) == 6 and s[1][2:4] == (1, 1) and s[0][2] == 14)
     sch = s_tir.Schedule(host_kernels[name])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from c2f_edge import crosslink, targets
-from c2f_edge.errors import ToolchainError
+from c2f_edge.backend import crosslink, targets
+from c2f_edge.core.errors import ToolchainError
 
 
 def _tiny_module(target_json):

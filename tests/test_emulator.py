@@ -9,8 +9,8 @@ import socket
 import numpy as np
 import pytest
 
-from c2f_edge import emulator, rpc
-from c2f_edge.errors import RemoteError, ToolchainError
+from c2f_edge.board import emulator, rpc
+from c2f_edge.core.errors import RemoteError, ToolchainError
 from tests.fixtures.boards import AARCH64_TARGET
 from tests.test_rpc import _affine_module, listeners, run_affine
 

@@ -5,10 +5,10 @@ import onnx
 import pytest
 import torch
 
-from c2f_edge import export as export_mod
-from c2f_edge.errors import ArtifactError, OutputMismatchError
-from c2f_edge.export import ExportConfig, export_onnx, load_onnx
-from c2f_edge.images import batch, sample_photos
+from c2f_edge.export import stage as export_mod
+from c2f_edge.core.errors import ArtifactError, OutputMismatchError
+from c2f_edge.export.stage import ExportConfig, export_onnx, load_onnx
+from c2f_edge.core.images import batch, sample_photos
 
 
 def test_export_writes_one_checked_simplified_file(onnx_artifact):
@@ -26,7 +26,7 @@ def test_export_writes_one_checked_simplified_file(onnx_artifact):
 
 
 def test_manifest_records_what_made_it(onnx_artifact, synthetic_model):
-    from c2f_edge.artifacts import sha256_file
+    from c2f_edge.core.artifacts import sha256_file
     from c2f_edge.models.weights import state_dict_sha256
 
     m = json.loads((onnx_artifact / "manifest.json").read_text())
@@ -55,7 +55,7 @@ def test_onnxruntime_matches_torch_on_real_photos(onnx_artifact, synthetic_model
 
 
 def test_graph_signature_ignores_weights_but_not_structure(onnx_artifact):
-    from c2f_edge.export import graph_signature
+    from c2f_edge.export.stage import graph_signature
 
     model = onnx.load(str(onnx_artifact / "model.onnx"))
     sig = graph_signature(model)

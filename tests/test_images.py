@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from c2f_edge.errors import ArtifactError
-from c2f_edge.images import SKIMAGE_PHOTOS, load_images_dir, normalize, sample_photos
+from c2f_edge.core.errors import ArtifactError
+from c2f_edge.core.images import SKIMAGE_PHOTOS, load_images_dir, normalize, sample_photos
 
 
 def test_every_bundled_photo_loads_as_an_eval_crop():

@@ -23,7 +23,7 @@ def _matmul_mod(n=64):
 
 @pytest.fixture(scope="module")
 def builder():
-    from c2f_edge.ms_builder import PoolBuilder
+    from c2f_edge.backend.builder import PoolBuilder
 
     b = PoolBuilder(max_workers=1, timeout_sec=120)
     yield b
@@ -31,8 +31,8 @@ def builder():
 
 
 def _host():
-    from c2f_edge import targets
-    from c2f_edge.tvm_build import as_target
+    from c2f_edge.backend import targets
+    from c2f_edge.backend.tvm_build import as_target
 
     return as_target(targets.get("host").to_json())
 
@@ -81,7 +81,7 @@ def test_a_broken_candidate_is_a_build_error_not_a_crash(builder):
 
 
 def test_linker_pickles():
-    from c2f_edge.ms_builder import SharedLinker
+    from c2f_edge.backend.builder import SharedLinker
 
     link = pickle.loads(pickle.dumps(SharedLinker(["g++"])))
     assert link.cmd == ["g++"] and link.output_format == "so"

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from c2f_edge import rpc
-from c2f_edge.errors import RemoteError, UsageError
+from c2f_edge.board import rpc
+from c2f_edge.core.errors import RemoteError, UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from c2f_edge import targets
-from c2f_edge.errors import UnknownTargetError, UsageError
+from c2f_edge.backend import targets
+from c2f_edge.core.errors import UnknownTargetError, UsageError
 
 REQUIRED = {"host", "arm64", "rpi4", "rpi5", "jetson-orin", "armv7", "android-arm64", "mali", "adreno", "vulkan"}
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from c2f_edge import tuning_db
-from c2f_edge.errors import ArtifactError
+from c2f_edge.backend import tuning_db
+from c2f_edge.core.errors import ArtifactError
 
 TARGET = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
 

@@ -61,11 +61,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from c2f_edge.artifacts import read_manifest
-    from c2f_edge.compile import LIBRARY, CompileConfig, compile_bundle
+    from c2f_edge.core.artifacts import read_manifest
+    from c2f_edge.compile.stage import LIBRARY, CompileConfig, compile_bundle
 
     if args.onnx and (args.weights or args.checkpoint):
-        from c2f_edge.errors import UsageError
+        from c2f_edge.core.errors import UsageError
 
         raise UsageError("give either --onnx or --weights/--checkpoint, not both",
                          hint="--onnx compiles an exported model; --weights/--checkpoint export one first")

@@ -44,8 +44,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from c2f_edge.errors import UsageError
-    from c2f_edge.export import ExportConfig, export_onnx
+    from c2f_edge.core.errors import UsageError
+    from c2f_edge.export.stage import ExportConfig, export_onnx
 
     if args.batch < 1 or args.image_size < 32 or args.image_size % 32:
         raise UsageError("--batch must be >= 1 and --image-size a multiple of 32",

@@ -79,7 +79,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from c2f_edge.errors import UsageError
+    from c2f_edge.core.errors import UsageError
     from c2f_edge.parity import api
     from c2f_edge.parity.harness import raise_on_failure
     from c2f_edge.parity.report import markdown

@@ -71,8 +71,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from c2f_edge.artifacts import write_json
-    from c2f_edge.errors import UsageError
+    from c2f_edge.core.artifacts import write_json
+    from c2f_edge.core.errors import UsageError
     from c2f_edge.profile import ProfileConfig, profile, raise_if_incomplete, report
 
     if args.schema:

@@ -24,7 +24,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
-    from c2f_edge import targets
+    from c2f_edge.backend import targets
 
     if args.json:
         print(json.dumps({s.name: s.to_json() for s in targets.registry().values()}, indent=2))

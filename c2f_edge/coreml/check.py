@@ -21,7 +21,7 @@ import numpy as np
 
 from c2f_edge.coreml import mil_eval
 from c2f_edge.coreml._ct import ct as _ct
-from c2f_edge.errors import ArtifactError, ShapeError, UnsupportedError, UsageError
+from c2f_edge.core.errors import ArtifactError, ShapeError, UnsupportedError, UsageError
 
 BACKENDS = ("auto", "numpy", "coreml")
 PACKAGE = "model.mlpackage"

@@ -9,7 +9,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from c2f_edge.errors import MissingDependencyError, UsageError
+from c2f_edge.core.errors import MissingDependencyError, UsageError
 
 # Weights with fewer elements stay uncompressed (norm/bias vectors, the 3x3 stem): coremltools' default.
 WEIGHT_THRESHOLD = 2048

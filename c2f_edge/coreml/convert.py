@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from c2f_edge.artifacts import IMAGENET_MEAN, IMAGENET_STD, atomic_dir, input_spec, new_manifest
+from c2f_edge.core.artifacts import IMAGENET_MEAN, IMAGENET_STD, atomic_dir, input_spec, new_manifest
 from c2f_edge.coreml import compress as _compress
 from c2f_edge.coreml._ct import ct as _ct
 from c2f_edge.coreml._ct import private_tempdir, quiet
-from c2f_edge.errors import ArtifactError, ExportError, UsageError
+from c2f_edge.core.errors import ArtifactError, ExportError, UsageError
 
 IOS_VERSIONS = (16, 17, 18)
 PRECISIONS = ("fp16", "fp32")
@@ -254,7 +254,7 @@ def package_size(path: str | os.PathLike) -> int:
 
 def _check_inputs(cfg: CoreMLConfig, n: int):
     """Photos as (package inputs, torch inputs): pixels for image input, normalized tensors otherwise."""
-    from c2f_edge.images import normalize, sample_photos
+    from c2f_edge.core.images import normalize, sample_photos
 
     photos = sample_photos(n, size=cfg.image_size)
     pkg, ref = [], []
@@ -303,7 +303,7 @@ def build_package(cfg: CoreMLConfig, model=None, source=None) -> Path:
     from c2f_edge.coreml import check
     from c2f_edge.models import variant_info
     from c2f_edge.models.weights import load_model
-    from c2f_edge.progress import Stages
+    from c2f_edge.core.progress import Stages
 
     validate(cfg, num_classes=1000 if model is None else info_num_classes(model))
     comp = _compress.get(cfg.compress)
@@ -357,7 +357,7 @@ def build_package(cfg: CoreMLConfig, model=None, source=None) -> Path:
         if base_pkg is not None:
             sizes["uncompressed_bytes"] = package_size(base_pkg)
             sizes["ratio"] = round(sizes["package_bytes"] / sizes["uncompressed_bytes"], 4)
-        from c2f_edge.artifacts import sha256_tree, write_json
+        from c2f_edge.core.artifacts import sha256_tree, write_json
 
         manifest = new_manifest(
             "coreml",

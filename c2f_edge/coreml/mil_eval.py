@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from c2f_edge.errors import UnsupportedError
+from c2f_edge.core.errors import UnsupportedError
 
 MODES = ("fp32", "fp16")
 

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from c2f_edge.errors import UnknownVariantError
+from c2f_edge.core.errors import UnknownVariantError
 from c2f_edge.models.conv2former import Conv2Former
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from c2f_edge.artifacts import sha256_file
-from c2f_edge.errors import CheckpointError
+from c2f_edge.core.artifacts import sha256_file
+from c2f_edge.core.errors import CheckpointError
 from c2f_edge.models import create_model, variant_info
 from c2f_edge.models.conv2former import Block, Conv2Former, LayerNorm
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from c2f_edge.artifacts import read_manifest
-from c2f_edge.errors import ArtifactError, UsageError
+from c2f_edge.core.artifacts import read_manifest
+from c2f_edge.core.errors import ArtifactError, UsageError
 from c2f_edge.parity.backends import backend_for_artifact
 from c2f_edge.parity.harness import BackendSpec, record_in_manifests, run_parity
 from c2f_edge.parity.inputs import build_inputs
-from c2f_edge.parity.metrics import tolerances
+from c2f_edge.core.metrics import tolerances
 
 _ELF_NAMES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
@@ -48,7 +48,7 @@ def _spec(name, path, rpc, rpc_inputs) -> BackendSpec:
         if not rpc:
             raise UsageError("backend tvm-rpc needs --rpc", hint="--rpc rpc://HOST:PORT, "
                                                                  "rpc://tracker@HOST:PORT/KEY or emulated")
-        from c2f_edge.parity.remote import parse_rpc
+        from c2f_edge.board.remote import parse_rpc
 
         parse_rpc(rpc)  # a malformed address fails before any slow step
         return BackendSpec(name, str(path), {"rpc": rpc}, max_inputs=rpc_inputs)
@@ -82,7 +82,7 @@ def check(artifacts: list[str], explicit: list[tuple[str, str]] = (), rpc: str |
         ref = make_backend("torch", ref_spec.artifact, ref_spec.options)
         model = ref.model
         if export_raw:
-            from c2f_edge.parity.raw_onnx import export_raw as _export
+            from c2f_edge.export.raw import export_raw as _export
 
             _export(model, ref.source, export_raw, variant=ref.variant)
             specs.insert(0, BackendSpec("onnxruntime", export_raw))

@@ -22,8 +22,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from c2f_edge.artifacts import read_manifest
-from c2f_edge.errors import ArtifactError, C2FError, RemoteError, UnsupportedError, UsageError
+from c2f_edge.core.artifacts import read_manifest
+from c2f_edge.core.errors import ArtifactError, C2FError, RemoteError, UnsupportedError, UsageError
 
 INPUT_NAME = "input"
 
@@ -227,10 +227,10 @@ class OnnxRuntimeBackend(Backend):
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
 
     def probe(self, x, boundaries):
-        from c2f_edge.parity import onnx_probe
+        from c2f_edge.export import scopes
 
-        tensors = onnx_probe.boundary_tensors_for(self.model, self.path, boundaries)
-        probed = onnx_probe.with_outputs(self.model, list(tensors.values()))
+        tensors = scopes.boundary_tensors_for(self.model, self.path, boundaries)
+        probed = scopes.with_outputs(self.model, list(tensors.values()))
         sess = self._ort.InferenceSession(probed.SerializeToString(), self._so, providers=["CPUExecutionProvider"])
         outs = sess.run(list(tensors.values()), {self.input_name: np.ascontiguousarray(x, np.float32)})
         return dict(zip(tensors, outs))
@@ -242,7 +242,7 @@ class _TvmBase(Backend):
     artifact_kinds = ("tvm-bundle",)
 
     def _load_manifest(self):
-        from c2f_edge.compile import read_bundle_manifest
+        from c2f_edge.compile.stage import read_bundle_manifest
 
         if not self.artifact.exists():
             raise ArtifactError(f"TVM bundle not found: {self.artifact}", hint="run `c2f-edge compile` first")
@@ -257,16 +257,16 @@ class _TvmBase(Backend):
     def _debug_executable(self, boundaries):
         """The bundle's source ONNX with the boundaries as extra outputs, compiled like the bundle (same
         target, same tuning log). Returns (executable, {boundary: output index})."""
-        from c2f_edge import tvm_build
-        from c2f_edge.parity import onnx_probe
+        from c2f_edge.backend import tvm_build
+        from c2f_edge.export import scopes
 
         onnx_path = Path((self.manifest.get("onnx") or {}).get("path", ""))
         if not onnx_path.is_file():
             raise UnsupportedError(f"the bundle's source ONNX ({onnx_path}) is gone, so no debug build",
                                    hint="keep the exported ONNX next to the bundle to localize TVM mismatches")
-        model = onnx_probe.load(onnx_path)
-        tensors = onnx_probe.boundary_tensors_for(model, onnx_path, boundaries)
-        probed = onnx_probe.with_outputs(model, list(tensors.values()), infer_shapes=True)
+        model = scopes.load(onnx_path)
+        tensors = scopes.boundary_tensors_for(model, onnx_path, boundaries)
+        probed = scopes.with_outputs(model, list(tensors.values()), infer_shapes=True)
         shape = self.manifest["input"]["shape"]
         mod, params = tvm_build.import_onnx(probed, shape)
         log = ((self.manifest.get("tuning") or {}).get("log") or {}).get("path")
@@ -291,7 +291,7 @@ class TvmLocalBackend(_TvmBase):
 
     def __init__(self, artifact, options):
         super().__init__(artifact, options)
-        from c2f_edge.compile import load_bundle
+        from c2f_edge.compile.stage import load_bundle
 
         self._load_manifest()
         self.runner = load_bundle(self.artifact)
@@ -323,8 +323,8 @@ class TvmRpcBackend(_TvmBase):
 
     def __init__(self, artifact, options):
         super().__init__(artifact, options)
-        from c2f_edge.compile import load_remote_bundle
-        from c2f_edge.parity.remote import open_session
+        from c2f_edge.compile.stage import load_remote_bundle
+        from c2f_edge.board.remote import open_session
 
         self._load_manifest()
         url = options.get("rpc")
@@ -350,7 +350,7 @@ class TvmRpcBackend(_TvmBase):
         import tvm
         from tvm.runtime.vm import VirtualMachine
 
-        from c2f_edge import crosslink, targets
+        from c2f_edge.backend import crosslink, targets
 
         ex, index = self._debug_executable(boundaries)
         spec = targets.get(self.target_name)
@@ -380,14 +380,14 @@ class TvmQemuBackend(_TvmBase):
 
     def __init__(self, artifact, options):
         super().__init__(artifact, options)
-        from c2f_edge.kernel_runner import emulation_for
+        from c2f_edge.board.kernel_runner import emulation_for
 
         self._load_manifest()
         qemu, deb_arch, _ = emulation_for(self.artifact / "model.so")
         self.device = f"{qemu} ({deb_arch} kernels, VM on this machine)"
 
     def run(self, x):
-        from c2f_edge.kernel_runner import run_bundle
+        from c2f_edge.board.kernel_runner import run_bundle
 
         return run_bundle(self.artifact, np.ascontiguousarray(x, np.float32))
 
@@ -426,7 +426,7 @@ class CoreMLBackend(Backend):
     def _feed(self, x):
         x = np.array(x, np.float32)
         if self.image_input:  # the package takes RGB pixels 0..255 and normalizes inside
-            from c2f_edge.artifacts import IMAGENET_MEAN, IMAGENET_STD
+            from c2f_edge.core.artifacts import IMAGENET_MEAN, IMAGENET_STD
 
             mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
             std = np.asarray(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)

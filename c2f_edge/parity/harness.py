@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from c2f_edge.errors import C2FError, OutputMismatchError, UnsupportedError
+from c2f_edge.core.errors import C2FError, OutputMismatchError, UnsupportedError
 from c2f_edge.parity import localize
 from c2f_edge.parity.backends import Backend, make_backend
 from c2f_edge.parity.inputs import InputSet
-from c2f_edge.parity.metrics import judge, logit_metrics, tolerances
-from c2f_edge.progress import Stages
+from c2f_edge.core.metrics import judge, logit_metrics, tolerances
+from c2f_edge.core.progress import Stages
 
 SCHEMA = "c2f-edge.parity/1"
 
@@ -128,7 +128,7 @@ def raise_on_failure(result: dict) -> None:
 
 def record_in_manifests(result: dict) -> list[str]:
     """Write each backend's entry into its artifact's manifest under parity.harness; returns the dirs."""
-    from c2f_edge.artifacts import read_manifest, update_manifest
+    from c2f_edge.core.artifacts import read_manifest, update_manifest
 
     done = []
     for e in result["backends"]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from c2f_edge.errors import UsageError
+from c2f_edge.core.errors import UsageError
 
 
 @dataclass
@@ -51,7 +51,7 @@ def list_input_sets() -> list[str]:
 @register_input_set("photos")
 def photos(n: int | None = None, size: int = 224, seed: int = 0) -> InputSet:
     """scikit-image's bundled colour photographs (astronaut, chelsea, coffee, ...)."""
-    from c2f_edge.images import batch, sample_photos
+    from c2f_edge.core.images import batch, sample_photos
 
     avail = _available_photos()
     imgs = sample_photos(min(n or avail, avail), size=size)
@@ -63,7 +63,7 @@ def _available_photos() -> int:
     e.g. motorcycle_left, are not in every release)."""
     import skimage.data
 
-    from c2f_edge.images import SKIMAGE_PHOTOS
+    from c2f_edge.core.images import SKIMAGE_PHOTOS
 
     n = 0
     for name in SKIMAGE_PHOTOS:
@@ -106,7 +106,7 @@ def stress(n: int | None = None, size: int = 224, seed: int = 0, model=None) -> 
     fp16 LayerNorm variance (x^2 > 65504) overflows. Without a model: the fixed high-contrast patterns
     only (checkerboards, saturated stripes, salt-and-pepper, white).
     """
-    from c2f_edge.images import batch
+    from c2f_edge.core.images import batch
 
     imgs = _patterns(size, seed)
     names, x = list(imgs), batch(imgs)
@@ -128,7 +128,7 @@ def hot_inputs(model, x: np.ndarray, steps: int = HOT_STEPS, step_size: float = 
     """Signed-gradient ascent on sum over blocks of max |output|, clipped to valid pixels (~5 s/step/image)."""
     import torch
 
-    from c2f_edge.artifacts import IMAGENET_MEAN, IMAGENET_STD
+    from c2f_edge.core.artifacts import IMAGENET_MEAN, IMAGENET_STD
 
     lo = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(1, 3, 1, 1)
     hi = torch.tensor([(1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(1, 3, 1, 1)
@@ -163,7 +163,7 @@ def hot_inputs(model, x: np.ndarray, steps: int = HOT_STEPS, step_size: float = 
 
 def images_dir(path: str, n: int | None = None, size: int = 224) -> InputSet:
     """The user's own images (`--images DIR`); undecodable files raise ArtifactError."""
-    from c2f_edge.images import batch, load_images_dir
+    from c2f_edge.core.images import batch, load_images_dir
 
     imgs = load_images_dir(path, size=size)
     if n:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from c2f_edge.parity.metrics import activation_error
+from c2f_edge.core.metrics import activation_error
 
 
 def boundaries(model) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from c2f_edge.artifacts import new_manifest, write_json
+from c2f_edge.core.artifacts import new_manifest, write_json
 from c2f_edge.parity.localize import describe
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from c2f_edge.parity.remote import parse_rpc
+from c2f_edge.board.remote import parse_rpc
 
 VERIFY_INPUTS = 2
 
@@ -56,7 +56,7 @@ def verifier_for(mode: str):
 
 def _register() -> None:
     try:
-        from c2f_edge.compile import register_verifier
+        from c2f_edge.compile.stage import register_verifier
     except ImportError:  # compile not available: verify_bundle still works
         return
 

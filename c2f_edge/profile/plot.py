@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from c2f_edge.errors import MissingDependencyError
+from c2f_edge.core.errors import MissingDependencyError
 
 TOP_KERNELS = 15
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from c2f_edge.errors import ArtifactError
+from c2f_edge.core.errors import ArtifactError
 
 SCHEMA_DOC = """\
 profile JSON (schema 1), as written by `c2f-edge profile --json PATH`:

@@ -20,9 +20,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from c2f_edge import errors
-from c2f_edge.artifacts import now_iso, sha256_file, tool_versions
-from c2f_edge.errors import ArtifactError, RemoteError, UsageError
+from c2f_edge.core import errors
+from c2f_edge.core.artifacts import now_iso, sha256_file, tool_versions
+from c2f_edge.core.errors import ArtifactError, RemoteError, UsageError
 from c2f_edge.profile.per_op import KernelTiming, breakdown
 from c2f_edge.profile.timing import latency_stats, throughput_ips
 
@@ -78,7 +78,7 @@ def _looks_emulated(cfg: ProfileConfig) -> bool:
         return cfg.emulated
     if cfg.key and cfg.key.endswith(("-emu", "-emulated")):
         return True
-    from c2f_edge.rpc import run_dir
+    from c2f_edge.board.rpc import run_dir
 
     port = cfg.addr.rpartition(":")[2] if cfg.addr else None
     for f in run_dir().glob("*.json"):
@@ -94,7 +94,7 @@ def _looks_emulated(cfg: ProfileConfig) -> bool:
 
 
 def _bundle(artifact: str) -> tuple[dict, Path, str]:
-    from c2f_edge.compile import LIBRARY, read_bundle_manifest
+    from c2f_edge.compile.stage import LIBRARY, read_bundle_manifest
 
     d = Path(artifact)
     if not d.is_dir():

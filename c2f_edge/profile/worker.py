@@ -37,7 +37,7 @@ def _connect(c: dict, timeout: float):
         from tvm import rpc as tvm_rpc
 
         return tvm_rpc.LocalSession()
-    from c2f_edge import rpc
+    from c2f_edge.board import rpc
 
     if c["mode"] == "tracker":
         return rpc.connect(tracker=c["tracker"], key=c["key"], timeout=min(timeout, 30), wait=timeout,
@@ -64,7 +64,7 @@ def run(cfg: dict) -> None:
     import tvm
     from tvm.runtime.vm import VirtualMachine
 
-    from c2f_edge.progress import bar
+    from c2f_edge.core.progress import bar
 
     timeout = float(cfg["timeout"])
     emit("stage", stage="connect")
@@ -158,15 +158,16 @@ def _time_on_client(cfg, vm, dev, bar) -> None:
 def _per_op(cfg, session, dev, rng, bar) -> None:
     import tempfile
 
-    from c2f_edge.profile import library, per_op
+    from c2f_edge.backend import bundle_file
+    from c2f_edge.profile import per_op
 
     emit("stage", stage="per-op trace")
-    calls = per_op.trace_kernel_calls(library.vm_executable_bytes(cfg["library"]), cfg["input_shape"],
+    calls = per_op.trace_kernel_calls(bundle_file.vm_executable_bytes(cfg["library"]), cfg["input_shape"],
                                       cfg["input_dtype"], cfg.get("function", "main"))
     groups = per_op.group_calls(calls)
     emit("per_op_plan", kernels=len(groups), calls=len(calls))
     with tempfile.TemporaryDirectory(prefix="c2f-kernels-") as tmp:
-        klib_path = library.kernel_library(cfg["library"], os.path.join(tmp, "kernels.so"))
+        klib_path = bundle_file.kernel_library(cfg["library"], os.path.join(tmp, "kernels.so"))
         emit("stage", stage="per-op upload")
         remote_name = f"c2f_profile_kernels_{cfg['sha256'][:12]}.so"
         session.upload(str(klib_path), target=remote_name)
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout = sys.stderr
     with open(argv[0]) as f:
         cfg = json.load(f)
-    from c2f_edge.errors import C2FError
+    from c2f_edge.core.errors import C2FError
 
     try:
         run(cfg)

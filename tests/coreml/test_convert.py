@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from c2f_edge.artifacts import IMAGENET_MEAN, IMAGENET_STD
+from c2f_edge.core.artifacts import IMAGENET_MEAN, IMAGENET_STD
 from c2f_edge.coreml import check
 from c2f_edge.coreml._ct import ct
 from c2f_edge.coreml.convert import STEM_CONV, fold_normalization
-from c2f_edge.images import normalize
+from c2f_edge.core.images import normalize
 from c2f_edge.models.conv2former import Block
 
 
@@ -26,7 +26,7 @@ def _spec(out_dir):
 def test_std_fold_is_exact_including_borders():
     """The reasoning behind the image input, in float64 torch: conv(W/std, pad(p/255 - mean)) equals
     conv(W, pad((p/255 - mean)/std)) everywhere, borders included; folding the mean too would not be."""
-    from c2f_edge.images import sample_photos
+    from c2f_edge.core.images import sample_photos
     from tests.fixtures.coreml import tiny_model
 
     model = tiny_model()[0].double()  # float64 throughout, so any difference would be the method's, not rounding

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from c2f_edge.errors import UnknownVariantError
+from c2f_edge.core.errors import UnknownVariantError
 from c2f_edge.models import create_model, list_variants, variant_info
 
 OFFICIAL = json.loads((Path(__file__).parents[1] / "data" / "official_state_dicts.json").read_text())

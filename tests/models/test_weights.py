@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from c2f_edge.errors import CheckpointError
-from c2f_edge.images import batch, sample_photos
+from c2f_edge.core.errors import CheckpointError
+from c2f_edge.core.images import batch, sample_photos
 from c2f_edge.models import create_model
 from c2f_edge.models.weights import load_model, synthesize_weights
 

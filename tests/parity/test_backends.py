@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from c2f_edge.errors import ArtifactError, RemoteError, UsageError
+from c2f_edge.core.errors import ArtifactError, RemoteError, UsageError
 from c2f_edge.parity import backends
-from c2f_edge.parity.remote import open_session, parse_rpc
+from c2f_edge.board.remote import open_session, parse_rpc
 
 
 def test_registry_names_the_backends():
@@ -56,7 +56,7 @@ def test_rpc_addresses():
 
 
 def test_unreachable_rpc_is_a_remote_error():
-    from c2f_edge.rpc import free_port
+    from c2f_edge.board.rpc import free_port
 
     port = free_port()  # nothing listens there
     with pytest.raises(RemoteError, match=f"cannot reach RPC server at 127.0.0.1:{port}") as e:

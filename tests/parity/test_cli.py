@@ -74,7 +74,7 @@ def test_undecodable_image(onnx_artifact, tmp_path):
 def test_cross_bundle_needs_rpc_and_unreachable_rpc(arm64_bundle):
     rc, _, err = _cli(["parity", str(arm64_bundle), "--no-manifest"])
     assert rc == 2 and "does not run on this machine" in err and "--rpc" in err
-    from c2f_edge.rpc import free_port
+    from c2f_edge.board.rpc import free_port
 
     port = free_port()
     rc, _, err = _cli(["parity", str(arm64_bundle), "--rpc", f"rpc://127.0.0.1:{port}", "--no-manifest"])

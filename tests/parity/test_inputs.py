@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from c2f_edge.errors import ArtifactError, UsageError
+from c2f_edge.core.errors import ArtifactError, UsageError
 from c2f_edge.parity.inputs import activation_peak, build_inputs, stress
 
 
@@ -32,7 +32,7 @@ def test_unknown_set_is_a_usage_error():
 def test_own_images_and_undecodable_ones(tmp_path):
     import skimage.io
 
-    from c2f_edge.images import sample_photos
+    from c2f_edge.core.images import sample_photos
 
     skimage.io.imsave(tmp_path / "cat.png", sample_photos(2)["chelsea"])
     s = build_inputs("photos", images=str(tmp_path))

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from c2f_edge.parity import localize, onnx_probe
+from c2f_edge.export import scopes
+from c2f_edge.parity import localize
 from c2f_edge.parity.harness import BackendSpec, run_parity
 from c2f_edge.parity.inputs import build_inputs
 
@@ -29,10 +30,10 @@ def test_simplified_onnx_exposes_every_boundary(onnx_artifact):
 
     model, _ = load_model("n", weights="synthetic", seed=0)
     names = localize.boundaries(model)
-    onnx_model = onnx_probe.load(onnx_artifact / "model.onnx")
-    tensors = onnx_probe.boundary_tensors_for(onnx_model, onnx_artifact / "model.onnx", names)
+    onnx_model = scopes.load(onnx_artifact / "model.onnx")
+    tensors = scopes.boundary_tensors_for(onnx_model, onnx_artifact / "model.onnx", names)
     assert list(tensors) == names
-    probed = onnx_probe.with_outputs(onnx_model, list(tensors.values()))
+    probed = scopes.with_outputs(onnx_model, list(tensors.values()))
     sess = ort.InferenceSession(probed.SerializeToString(), providers=["CPUExecutionProvider"])
     x = build_inputs("photos", n=1).x
     got = dict(zip(names, sess.run(list(tensors.values()), {"input": x})))
@@ -67,15 +68,15 @@ def test_raw_onnx_has_scopes_that_agree_with_the_simplified_map(raw_onnx, onnx_a
     from c2f_edge.models import create_model
 
     names = localize.boundaries(create_model("n"))
-    raw = onnx_probe.load(raw_onnx / "model.onnx")
-    assert onnx_probe.scope_order(raw)
-    simplified = onnx_probe.load(onnx_artifact / "model.onnx")
-    own = onnx_probe.boundary_tensors_for(simplified, None, names) if onnx_probe.scope_order(simplified) else None
-    via_raw = onnx_probe.probe_tensors(simplified, onnx_probe.scope_order(raw), names)
-    via_cache = onnx_probe.boundary_tensors_for(simplified, onnx_artifact / "model.onnx", names)
+    raw = scopes.load(raw_onnx / "model.onnx")
+    assert scopes.scope_order(raw)
+    simplified = scopes.load(onnx_artifact / "model.onnx")
+    own = scopes.boundary_tensors_for(simplified, None, names) if scopes.scope_order(simplified) else None
+    via_raw = scopes.probe_tensors(simplified, scopes.scope_order(raw), names)
+    via_cache = scopes.boundary_tensors_for(simplified, onnx_artifact / "model.onnx", names)
     assert via_raw == via_cache and len(via_raw) == len(names)
     assert own is None or own == via_raw
-    assert np.all([t in onnx_probe.graph_tensors(simplified) for t in via_raw.values()])
+    assert np.all([t in scopes.graph_tensors(simplified) for t in via_raw.values()])
 
 
 def test_changed_core_ml_weight_is_localized(mutated_coreml_fp32):

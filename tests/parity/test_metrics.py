@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from c2f_edge.errors import UsageError
-from c2f_edge.parity.metrics import DEFAULT_TOLERANCES, judge, logit_metrics, tolerances
+from c2f_edge.core.errors import UsageError
+from c2f_edge.core.metrics import DEFAULT_TOLERANCES, judge, logit_metrics, tolerances
 
 
 def _logits(n=3, c=1000, seed=0):

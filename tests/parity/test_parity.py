@@ -64,7 +64,7 @@ def test_coreml_fp16(coreml_fp16):
 
 
 def test_coreml_fp16_fails_at_fp32_tolerance_and_is_localized(coreml_fp16):
-    from c2f_edge.parity.metrics import tolerances
+    from c2f_edge.core.metrics import tolerances
 
     strict = tolerances({"fp16": {k: v for k, v in tolerances()["fp32"].items()}})
     result = run_parity([BackendSpec("coreml", str(coreml_fp16))], build_inputs("photos", n=1),
@@ -78,7 +78,7 @@ def test_coreml_fp16_fails_at_fp32_tolerance_and_is_localized(coreml_fp16):
 
 @pytest.mark.emulated
 def test_tvm_arm64_bundle_on_the_emulated_board(arm64_bundle):
-    from c2f_edge import emulator
+    from c2f_edge.board import emulator
 
     try:
         emulator.check_prerequisites()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from c2f_edge.errors import RemoteError, UsageError
+from c2f_edge.core.errors import RemoteError, UsageError
 from c2f_edge.parity.verify import verify_bundle
 
 pytestmark = pytest.mark.slow
@@ -17,13 +17,13 @@ def test_host_bundle_verifies(host_bundle):
 def test_bad_and_unreachable_verify_targets(host_bundle):
     with pytest.raises(UsageError, match="bad RPC address"):
         verify_bundle(host_bundle, "board:9090")
-    from c2f_edge.rpc import free_port
+    from c2f_edge.board.rpc import free_port
 
     with pytest.raises(RemoteError, match="cannot reach"):
         verify_bundle(host_bundle, f"rpc://127.0.0.1:{free_port()}")
 
 
 def test_emulated_verifier_is_registered():
-    from c2f_edge.compile import VERIFIERS
+    from c2f_edge.compile.stage import VERIFIERS
 
     assert "emulated" in VERIFIERS

@@ -121,7 +121,7 @@ def test_unknown_key_fails_fast(tiny_bundle, rpc_tracker, tmp_path, capsys):
 
 
 def test_busy_device_gives_up_within_timeout(tiny_bundle, rpc_tracker, tmp_path, capsys):
-    from c2f_edge import rpc
+    from c2f_edge.board import rpc
 
     with rpc.host_server(tracker=rpc_tracker, key="profile-busy"):
         holder = rpc.connect(tracker=rpc_tracker.address, key="profile-busy")  # takes the only device
@@ -139,8 +139,8 @@ def test_busy_device_gives_up_within_timeout(tiny_bundle, rpc_tracker, tmp_path,
 def test_board_lost_mid_profile_keeps_partial_results(how, tiny_bundle, rpc_tracker):
     """kill: the server dies (connection reset). hang: it stops answering (SIGSTOP), so only the watchdog
     can end the run. Either way: a RemoteError within the timeout, samples so far kept, complete false."""
-    from c2f_edge import rpc
-    from c2f_edge.errors import RemoteError
+    from c2f_edge.board import rpc
+    from c2f_edge.core.errors import RemoteError
     from c2f_edge.profile import ProfileConfig, profile, raise_if_incomplete
 
     timeout = 8
@@ -181,7 +181,7 @@ def test_board_lost_mid_profile_keeps_partial_results(how, tiny_bundle, rpc_trac
 @pytest.mark.slow
 def test_host_bundle_through_tracker(host_bundle, host_rpc_server, rpc_tracker, tmp_path, capsys):
     """The Conv2Former-N host bundle (untuned: seconds per run), through the tracker by key, with per-op."""
-    from c2f_edge.artifacts import read_manifest
+    from c2f_edge.core.artifacts import read_manifest
 
     out, png = tmp_path / "host.json", tmp_path / "host.png"
     rc = cli(["profile", "--artifact", str(host_bundle), "--rpc-tracker", rpc_tracker.address,

@@ -7,7 +7,7 @@ Search order (an earlier file with the same name wins):
 
 A file `NAME.toml` has:
   description = "..."
-  linker = "system" | "zig" | "ndk"      # how model.so is linked (see c2f_edge.crosslink)
+  linker = "system" | "zig" | "ndk"      # how model.so is linked (see c2f_edge.backend.crosslink)
   triple = "aarch64-linux-gnu"           # what the board runs (for the manifest and --cross-compiler)
   zig_target = "aarch64-linux-gnu"       # for linker = "zig"
   [target]      TVM target JSON; `tag = "..."` starts from a TVM tag; "@system" = this machine's value
@@ -25,7 +25,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from c2f_edge.errors import UnknownTargetError, UsageError
+from c2f_edge.core.errors import UnknownTargetError, UsageError
 
 ENV_DIRS = "C2F_EDGE_TARGETS"
 LINKERS = ("system", "zig", "ndk")
@@ -133,7 +133,7 @@ def _system_value(key: str):
 def search_dirs() -> list[Path]:
     dirs = [Path(d) for d in os.environ.get(ENV_DIRS, "").split(os.pathsep) if d]
     dirs.append(Path.home() / ".config" / "c2f-edge" / "targets")
-    dirs.append(Path(__file__).resolve().parent.parent / "targets")
+    dirs.append(Path(__file__).resolve().parents[2] / "targets")
     return dirs
 
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from c2f_edge.errors import ArtifactError
+from c2f_edge.core.errors import ArtifactError
 
 META = "meta.json"
 WORKLOAD_FILE = "database_workload.json"
@@ -28,7 +28,7 @@ def default_root() -> Path:
     committed beside the package (a source checkout), so `compile` finds the shipped logs from any cwd."""
     if os.environ.get(ENV_ROOT):
         return Path(os.environ[ENV_ROOT])
-    shipped = Path(__file__).resolve().parent.parent / "tuning_logs"
+    shipped = Path(__file__).resolve().parents[2] / "tuning_logs"
     if not DEFAULT_ROOT.is_dir() and shipped.is_dir():
         return shipped
     return DEFAULT_ROOT
@@ -149,7 +149,7 @@ def find_log(target_name: str, target_json: dict, graph_signature: str | None,
 def write_meta(work_dir: str | os.PathLike, **fields) -> dict:
     import tvm
 
-    from c2f_edge.artifacts import write_json
+    from c2f_edge.core.artifacts import write_json
 
     path = Path(work_dir) / META
     meta = json.loads(path.read_text()) if path.is_file() else {}

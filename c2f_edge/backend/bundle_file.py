@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from c2f_edge.errors import ArtifactError, UnsupportedError
+from c2f_edge.core.errors import ArtifactError, UnsupportedError
 
 BLOB_SYMBOL = b"__tvm_ffi__library_bin"
 LIB_KIND = "_lib"

@@ -11,7 +11,7 @@ row by row: the statistics of a pixel row stay in registers while the row is nor
 
 from __future__ import annotations
 
-from c2f_edge.cpu_layout import static_shape
+from c2f_edge.backend.legalize.conv2d_packed import static_shape
 
 SUM_BLOCK = "channel_sum"
 SQDEV_BLOCK = "channel_sqdev"

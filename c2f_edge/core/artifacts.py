@@ -87,7 +87,7 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
 
 
 def read_manifest(artifact_dir: str | os.PathLike) -> dict:
-    from c2f_edge.errors import ArtifactError
+    from c2f_edge.core.errors import ArtifactError
 
     path = Path(artifact_dir) / MANIFEST
     if not path.is_file():
@@ -117,7 +117,7 @@ def atomic_dir(final: str | os.PathLike):
 
     So a failed stage never leaves a half-written artifact where the next stage would look for it.
     """
-    from c2f_edge.errors import UsageError
+    from c2f_edge.core.errors import UsageError
 
     final = Path(final)
     if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / MANIFEST).exists())):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from c2f_edge.artifacts import MANIFEST, atomic_dir, input_spec, new_manifest, sha256_file, write_json
-from c2f_edge.errors import ArtifactError, ExportError, OutputMismatchError
-from c2f_edge.progress import Stages
+from c2f_edge.core.artifacts import MANIFEST, atomic_dir, input_spec, new_manifest, sha256_file, write_json
+from c2f_edge.core.errors import ArtifactError, ExportError, OutputMismatchError
+from c2f_edge.core.progress import Stages
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -117,7 +117,7 @@ def _ort_run(path_or_bytes, x: np.ndarray) -> np.ndarray:
 
 def parity_inputs(n: int, size: int = 224, seed: int = 0) -> np.ndarray:
     """Real photos first (so top-1 means something), then seeded noise."""
-    from c2f_edge.images import batch, sample_photos
+    from c2f_edge.core.images import batch, sample_photos
 
     photos = batch(sample_photos(min(n, 6), size=size))
     extra = n - len(photos)
@@ -181,11 +181,11 @@ def export_onnx(cfg: ExportConfig, model=None, source=None) -> Path:
         with stages.step("writing manifest"):
             import shutil
 
-            from c2f_edge.parity import onnx_probe
+            from c2f_edge.export import scopes
 
             # onnxsim drops the exporter's module-scope metadata; keep the module -> tensor map so
             # parity can localize a divergence in this file without re-exporting.
-            onnx_probe.save_scopes(raw, tmp / onnx_probe.SCOPES_FILE)
+            scopes.save_scopes(raw, tmp / scopes.SCOPES_FILE)
             shutil.rmtree(raw_path.parent)
             batch_dim = "batch" if cfg.dynamic_batch else cfg.batch
             manifest = new_manifest(

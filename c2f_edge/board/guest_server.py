@@ -6,7 +6,7 @@ as tvm.rpc.server) and serves each session with the C++ `rpc.ServerLoop`, in a f
 a crashing session or a session timeout does not take the board down.
 
 Standalone on purpose: the guest has only tvm and numpy, not c2f_edge's dependencies.
-Usage: python _board_server.py --host 127.0.0.1 --port 9095 --key arm64-emu [--tracker H:P] [--ready-file F]
+Usage: python guest_server.py --host 127.0.0.1 --port 9095 --key arm64-emu [--tracker H:P] [--ready-file F]
 """
 
 import argparse

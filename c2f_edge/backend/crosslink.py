@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from c2f_edge.errors import ToolchainError
+from c2f_edge.core.errors import ToolchainError
 
 ZIG_INSTALL = "pip install ziglang"
 APT_CROSS = {
@@ -177,6 +177,6 @@ def warm(zig_targets=("aarch64-linux-gnu", "arm-linux-gnueabihf")) -> dict[str, 
 
 
 if __name__ == "__main__":
-    # python -m c2f_edge.crosslink [ZIG_TARGET ...]: fill the zig cache (first use costs ~90 s per target).
+    # python -m c2f_edge.backend.crosslink [ZIG_TARGET ...]: fill the zig cache (first use costs ~90 s per target).
     for name, secs in warm(tuple(sys.argv[1:]) or ("aarch64-linux-gnu", "arm-linux-gnueabihf")).items():
         print(f"zig cache ready for {name} ({secs} s) in {zig_env()['ZIG_GLOBAL_CACHE_DIR']}")

@@ -60,3 +60,26 @@ class RemoteError(C2FError):
 
 class MissingDependencyError(C2FError):
     """An optional Python package that is not installed."""
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The line of an exception's text that says what went wrong, for a one-line error.
+
+    Most messages (TVM's included) lead with it; a text that starts with a Python traceback has it
+    last. An empty message gives the exception's type.
+    """
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    return (lines[-1] if lines[0].startswith("Traceback") else lines[0])[:limit]
+
+
+def report(e: C2FError, stream=None) -> int:
+    """Print `error: ...` and `hint: ...` (stderr) the way every entry point does; returns the exit code."""
+    import sys
+
+    stream = stream or sys.stderr
+    print(f"error: {e}", file=stream)
+    if e.hint:
+        print(f"hint: {e.hint}", file=stream)
+    return e.exit_code

@@ -151,7 +151,7 @@ class ChannelNorm(_Rule):
     vector of pixels, both channel reductions accumulate in registers, then the channels are normalized."""
 
     def schedule(self, sch, spec) -> bool:
-        from c2f_edge.cpu_norm import NORM_BLOCK, SQDEV_BLOCK, SUM_BLOCK
+        from c2f_edge.backend.passes.fuse_channel_norm import NORM_BLOCK, SQDEV_BLOCK, SUM_BLOCK
 
         blocks = _root_blocks(sch)
         if [sch.get(b).name_hint for b in blocks] != [SUM_BLOCK, SQDEV_BLOCK, NORM_BLOCK]:
@@ -179,7 +179,7 @@ class BlockedNorm(_Rule):
     pixel, the sums over the channel blocks accumulate in one register, then across its lanes."""
 
     def schedule(self, sch, spec) -> bool:
-        from c2f_edge.cpu_blocked import NORM_BLOCKS
+        from c2f_edge.backend.passes.block_channels import NORM_BLOCKS
 
         blocks = _root_blocks(sch)
         if tuple(sch.get(b).name_hint for b in blocks) != NORM_BLOCKS:

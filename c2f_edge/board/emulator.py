@@ -6,7 +6,7 @@ aarch64 bundle loads and computes the right numbers, with no ARM hardware.
 
 Setup (cached under ${C2F_EDGE_CACHE:-~/.cache/c2f-edge}/emulator/):
   root part, once:   scripts/setup_emulator.sh   (qemu-user-static, dpkg arm64 architecture)
-  the rest:          python -m c2f_edge.emulator setup   (or emulator.setup())
+  the rest:          python -m c2f_edge.board.emulator setup   (or emulator.setup())
 Use:
   with rpc.tracker() as t, emulator.board(tracker=t, key="arm64-emu") as b:
       remote = rpc.connect(tracker=t.address, key=b.key)
@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from c2f_edge.artifacts import atomic_dir, new_manifest, read_manifest, write_json
-from c2f_edge.errors import ArtifactError, ToolchainError
-from c2f_edge.rpc import Service, cache_root, free_port, run_dir, tracker_summary, wait_ready
+from c2f_edge.core.artifacts import atomic_dir, new_manifest, read_manifest, write_json
+from c2f_edge.core.errors import ArtifactError, ToolchainError
+from c2f_edge.board.rpc import Service, cache_root, free_port, run_dir, tracker_summary, wait_ready
 
 QEMU = "qemu-aarch64-static"
 DEFAULT_KEY = "arm64-emu"
@@ -42,7 +42,7 @@ WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64", "manylinux
 RECIPE = {"debian_roots": list(DEBIAN_ROOTS), "wheels": list(WHEELS), "python": "3.11", "schema": 1}
 # import tvm under emulation takes ~6 s alone; on 2 shared cores allow much more.
 READY_TIMEOUT = 180.0
-SERVER_SCRIPT = Path(__file__).with_name("_board_server.py")
+SERVER_SCRIPT = Path(__file__).with_name("guest_server.py")
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def _check_call(cmd: list[str], what: str, **kw) -> None:
 
 def setup(force: bool = False, quiet: bool = False) -> Emulator:
     """Build (first time) or reuse (later) the aarch64 rootfs and TVM site-packages. Returns the Emulator."""
-    from c2f_edge.progress import Stages
+    from c2f_edge.core.progress import Stages
 
     root = emulator_dir()
     if not force and _is_ready(root):
@@ -234,7 +234,7 @@ def board(tracker=None, key: str = DEFAULT_KEY, **kw):
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m c2f_edge.emulator",
+    p = argparse.ArgumentParser(prog="python -m c2f_edge.board.emulator",
                                 description="Build or check the cached aarch64 emulator userland.")
     p.add_argument("action", choices=["setup", "info"])
     p.add_argument("--force", action="store_true", help="rebuild even if the cache is valid")
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from c2f_edge.errors import C2FError
+    from c2f_edge.core.errors import C2FError
 
     try:
         sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from c2f_edge.errors import UsageError
+from c2f_edge.core.errors import UsageError
 
 RPC_FORMS = "rpc://HOST:PORT, rpc://tracker@HOST:PORT/KEY or emulated"
 _DIRECT = re.compile(r"^rpc://(?P<host>[^:/@]+):(?P<port>\d+)/?$")
@@ -58,11 +58,11 @@ class Session:
 
 def open_session(url: str, timeout: float = 10.0, wait: float = 60.0) -> Session:
     """Connect to a board (RemoteError if unreachable), or start the emulated board and connect to it."""
-    from c2f_edge import rpc
+    from c2f_edge.board import rpc
 
     addr = parse_rpc(url)
     if addr.kind == "emulated":
-        from c2f_edge import emulator
+        from c2f_edge.board import emulator
 
         board = emulator.start_board()
         try:

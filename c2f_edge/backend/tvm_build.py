@@ -6,7 +6,7 @@ Small public functions with stable signatures; `c2f_edge.compile` (bundles) and 
     mod, params = import_onnx("build/onnx/model.onnx")
     fused = legalize_and_fuse(mod, target)          # what MetaSchedule extracts tasks from
     ex = build(mod, params, target, database=db)    # db: a MetaSchedule Database or None
-    export_library(ex, "model.so", fcompile)        # fcompile from c2f_edge.crosslink
+    export_library(ex, "model.so", fcompile)        # fcompile from c2f_edge.backend.crosslink
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from c2f_edge.errors import ArtifactError, C2FError, ToolchainError, UnsupportedError
+from c2f_edge.core.errors import ArtifactError, C2FError, ToolchainError, UnsupportedError
 
 INPUT_NAME = "input"
 
@@ -46,7 +46,7 @@ def import_onnx(onnx_path, shape: list[int] | None = None, input_name: str = INP
     from tvm.relax.frontend.onnx import from_onnx
 
     if isinstance(onnx_path, (str, os.PathLike)):
-        from c2f_edge.export import load_onnx
+        from c2f_edge.export.stage import load_onnx
 
         model = load_onnx(onnx_path)
     else:
@@ -103,10 +103,10 @@ def _legalize_and_fuse_passes(cpu: bool, blocked: bool = True):
     custom = {"relax.nn.gelu": _gelu_fast_erf}
     first, layout = [], []
     if cpu:
-        from c2f_edge.cpu_blocked import to_blocked
-        from c2f_edge.cpu_layout import conv2d_legalizer
-        from c2f_edge.cpu_norm import fuse_channel_norm, layer_norm_legalizer
-        from c2f_edge.cpu_schedules import cpu_spec
+        from c2f_edge.backend.passes.block_channels import to_blocked
+        from c2f_edge.backend.legalize.conv2d_packed import conv2d_legalizer
+        from c2f_edge.backend.passes.fuse_channel_norm import fuse_channel_norm, layer_norm_legalizer
+        from c2f_edge.backend.schedules import cpu_spec
 
         lanes = cpu_spec(tvm.target.Target.current()).lanes
         # dense convs with weights prepacked for the CPU schedules (c2f_edge.cpu_layout)
@@ -142,7 +142,7 @@ def gpu_default_schedule():
 
 def cpu_default_schedule():
     """c2f-edge's CPU rules (tiled, parallel, vectorized); tuned functions are left as they are."""
-    from c2f_edge.cpu_schedules import default_schedule
+    from c2f_edge.backend.schedules import default_schedule
 
     return default_schedule()
 
@@ -184,7 +184,7 @@ def open_database(log_dir):
     """A MetaSchedule JSONDatabase over a tuning log directory (read-only use: replay, no measurement)."""
     from tvm.s_tir import meta_schedule as ms
 
-    from c2f_edge.tuning_db import RECORD_FILE, WORKLOAD_FILE
+    from c2f_edge.backend.tuning_db import RECORD_FILE, WORKLOAD_FILE
 
     log_dir = Path(log_dir)
     return ms.database.JSONDatabase(path_workload=str(log_dir / WORKLOAD_FILE),

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from c2f_edge.errors import ArtifactError, UnsupportedError
+from c2f_edge.core.errors import ArtifactError, UnsupportedError
 
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 SCOPES_FILE = "scopes.json"
@@ -167,7 +167,7 @@ def architecture_scopes(variant: str, opset: int) -> list[tuple[str, list[str]]]
     cached = scopes_cache_path(variant, opset)
     if cached.is_file():
         return load_scopes(cached)
-    from c2f_edge.parity.raw_onnx import trace_raw
+    from c2f_edge.export.raw import trace_raw
 
     with _tmpdir() as d:
         raw = trace_raw(create_model(variant), Path(d) / "model.onnx", opset=opset, load_weights=False)

@@ -13,8 +13,8 @@ import os
 import warnings
 from pathlib import Path
 
-from c2f_edge.artifacts import MANIFEST, atomic_dir, input_spec, new_manifest, sha256_file, write_json
-from c2f_edge.errors import ExportError
+from c2f_edge.core.artifacts import MANIFEST, atomic_dir, input_spec, new_manifest, sha256_file, write_json
+from c2f_edge.core.errors import ExportError
 
 RAW_KIND = "onnx-raw"
 
@@ -24,7 +24,7 @@ def trace_raw(model, path: str | os.PathLike, opset: int = 20, size: int = 224, 
     import onnx
     import torch
 
-    from c2f_edge.export import INPUT_NAME, OUTPUT_NAME
+    from c2f_edge.export.stage import INPUT_NAME, OUTPUT_NAME
 
     x = torch.zeros(1, 3, size, size)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -59,10 +59,10 @@ def _seed_scopes_cache(raw, variant: str, opset: int) -> None:
     """Module scopes depend on the architecture only: keep them, so localization needs no second export."""
     import json
 
-    from c2f_edge.parity import onnx_probe
+    from c2f_edge.export import scopes
 
-    order = onnx_probe.scope_order(raw)
-    path = onnx_probe.scopes_cache_path(variant, opset)
+    order = scopes.scope_order(raw)
+    path = scopes.scopes_cache_path(variant, opset)
     if order and not path.is_file():
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(order))

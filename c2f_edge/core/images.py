@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from c2f_edge.artifacts import IMAGENET_MEAN, IMAGENET_STD
-from c2f_edge.errors import ArtifactError, MissingDependencyError
+from c2f_edge.core.artifacts import IMAGENET_MEAN, IMAGENET_STD
+from c2f_edge.core.errors import ArtifactError, MissingDependencyError
 
 # Colour photographs shipped inside the scikit-image wheel: name -> (loader, index into a tuple result).
 _PHOTO_SOURCES = {

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2f_edge.artifacts import (
+from c2f_edge.core.artifacts import (
     MANIFEST,
     atomic_dir,
     input_spec,
@@ -28,8 +28,8 @@ from c2f_edge.artifacts import (
     tool_versions,
     write_json,
 )
-from c2f_edge.errors import ArtifactError, OutputMismatchError, UsageError
-from c2f_edge.progress import Stages
+from c2f_edge.core.errors import ArtifactError, OutputMismatchError, UsageError
+from c2f_edge.core.progress import Stages
 
 BUNDLE_KIND = "tvm-bundle"
 LIBRARY = "model.so"
@@ -126,7 +126,7 @@ def reference_outputs(onnx_path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def check_parity(ref: np.ndarray, out: np.ndarray, what: str, atol: float = PARITY_ATOL) -> dict:
-    from c2f_edge.export import compare
+    from c2f_edge.export.stage import compare
 
     res = {**compare(ref, out), "tolerance": atol}
     if not res["max_abs_diff"] <= atol or res["top1_agreement"] < 1:
@@ -139,7 +139,7 @@ def check_parity(ref: np.ndarray, out: np.ndarray, what: str, atol: float = PARI
 
 @register_verifier("local")
 def verify_local(ctx: VerifyContext) -> dict:
-    from c2f_edge.export import parity_inputs
+    from c2f_edge.export.stage import parity_inputs
 
     shape = ctx.manifest["input"]["shape"]
     x = parity_inputs(2, size=shape[-1])
@@ -184,7 +184,7 @@ class BundleRunner:
         if x.ndim == 3:
             x = x[None]
         if tuple(x.shape[1:]) != self.input_shape[1:]:
-            from c2f_edge.errors import ShapeError
+            from c2f_edge.core.errors import ShapeError
 
             raise ShapeError(f"input shape {tuple(x.shape)} does not fit the bundle's {self.input_shape}",
                              hint="resize/crop the images to the size the model was exported with")
@@ -315,8 +315,8 @@ Tuning: {m['tuning']['note']}
 
 def compile_bundle(cfg: CompileConfig) -> Path:
     """Build the bundle for cfg.target into cfg.out (default build/<target>). Returns the bundle dir."""
-    from c2f_edge import crosslink, targets, tuning_db, tvm_build
-    from c2f_edge.export import INPUT_NAME, OUTPUT_NAME, graph_signature, load_onnx
+    from c2f_edge.backend import crosslink, targets, tuning_db, tvm_build
+    from c2f_edge.export.stage import INPUT_NAME, OUTPUT_NAME, graph_signature, load_onnx
 
     t_start = time.perf_counter()
     # Everything that can fail fast does so before any slow step.
@@ -335,7 +335,7 @@ def compile_bundle(cfg: CompileConfig) -> Path:
     stages = Stages(5 + (source == "export"))
     with atomic_dir(out) as tmp:
         if source == "export":
-            from c2f_edge.export import ExportConfig, export_onnx
+            from c2f_edge.export.stage import ExportConfig, export_onnx
 
             with stages.step("exporting ONNX"):
                 onnx_path = export_onnx(ExportConfig(variant=cfg.variant, checkpoint=cfg.checkpoint,

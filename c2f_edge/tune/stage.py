@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from c2f_edge import tuning_db, tvm_build
-from c2f_edge.errors import RemoteError, UsageError
-from c2f_edge.tuning_db import (
+from c2f_edge.backend import tuning_db, tvm_build
+from c2f_edge.core.errors import RemoteError, UsageError
+from c2f_edge.backend.tuning_db import (
     RECORD_FILE,
     WORKLOAD_FILE,
     TuningLog,
@@ -65,9 +65,9 @@ def resolve_target(name: str, cross_compiler: str | None = None):
     """Target name -> (target JSON exactly as compile builds it, fcompile for candidates or None).
 
     Uses compile's registry (c2f_edge.targets). Cross targets get the cross-linker from
-    c2f_edge.crosslink, so candidates load on a board that has no compiler.
+    c2f_edge.backend.crosslink, so candidates load on a board that has no compiler.
     """
-    from c2f_edge import crosslink, targets
+    from c2f_edge.backend import crosslink, targets
 
     spec = targets.get(name)
     spec.check()
@@ -116,7 +116,7 @@ class DirectSession:
 def remote_machine(cfg: TuneConfig) -> dict:
     """Where an RPC tuning run measures; opening a session first also fails fast (RemoteError) when the
     tracker, key or server is not there, instead of every candidate timing out."""
-    from c2f_edge import rpc
+    from c2f_edge.board import rpc
 
     if cfg.rpc:
         sess = rpc.connect(cfg.rpc, session_timeout=cfg.session_timeout_s)
@@ -157,7 +157,7 @@ def measure_threads(target_json: dict) -> int | None:
 
 def _model_identity(onnx_path: Path) -> dict:
     """graph_signature, variant and input shape: from the export manifest, else from the graph."""
-    from c2f_edge.export import graph_signature, load_onnx
+    from c2f_edge.export.stage import graph_signature, load_onnx
 
     man_path = onnx_path.parent / "manifest.json"
     if man_path.is_file():
@@ -174,7 +174,7 @@ def extract_tasks(onnx_path, target_json: dict):
     """ONNX -> MetaSchedule tasks, from exactly the module compile builds (weights bound, legalized, fused)."""
     from tvm.s_tir import meta_schedule as ms
 
-    from c2f_edge import tvm_build
+    from c2f_edge.backend import tvm_build
 
     target = tvm_build.as_target(target_json)
     mod, params = tvm_build.import_onnx(onnx_path)
@@ -191,7 +191,7 @@ def seed_default_schedules(tasks, target_json, builder, runner, db) -> int:
     """
     from tvm.s_tir import meta_schedule as ms
 
-    from c2f_edge.cpu_schedules import schedule_func
+    from c2f_edge.backend.schedules import schedule_func
 
     target = tvm_build.as_target(target_json)
     # (workload, trace) already recorded: a resumed log is re-seeded only where the rules changed
@@ -351,7 +351,7 @@ def _make_progress(n_tasks: int, budget: int, on_round, best: dict[int, float], 
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
-    from c2f_edge.progress import bar
+    from c2f_edge.core.progress import bar
 
     @derived_object
     class Progress(PyMeasureCallback):
@@ -399,8 +399,8 @@ def tune(cfg: TuneConfig) -> TuningLog:
     """Tune (or resume tuning) the model's kernels for cfg.target; returns the log in the work dir."""
     from tvm.s_tir import meta_schedule as ms
 
-    from c2f_edge.ms_builder import PoolBuilder
-    from c2f_edge.progress import Stages
+    from c2f_edge.backend.builder import PoolBuilder
+    from c2f_edge.core.progress import Stages
 
     if cfg.trials < 0:
         raise UsageError("--trials must be >= 0", hint="e.g. --trials 1000")
@@ -650,11 +650,11 @@ def _onnx_path(cfg: TuneConfig) -> Path:
     if cfg.onnx:
         p = Path(cfg.onnx)
         if not p.is_file():
-            from c2f_edge.errors import ArtifactError
+            from c2f_edge.core.errors import ArtifactError
 
             raise ArtifactError(f"ONNX file not found: {p}", hint="run `c2f-edge export` first, or fix --onnx")
         return p
-    from c2f_edge.export import ExportConfig, export_onnx
+    from c2f_edge.export.stage import ExportConfig, export_onnx
 
     m = cfg.model or {}
     out = Path(".cache") / "tune-onnx" / f"{m.get('variant', 'n')}-{m.get('weights') or 'ckpt'}-{m.get('seed', 0)}"
@@ -665,7 +665,7 @@ def _onnx_path(cfg: TuneConfig) -> Path:
 
 
 def _now() -> str:
-    from c2f_edge.artifacts import now_iso
+    from c2f_edge.core.artifacts import now_iso
 
     return now_iso()
 

@@ -8,7 +8,7 @@ placeholder per kernel, and an instrument hook sends every kernel call, with its
 against a Debian libc -- which runs the bundle's own compiled kernel and sends the tensors back.
 
 Results are the bundle's; timings are meaningless (emulation, one thread). The placeholder kernels
-are process-global, so `run_bundle` runs in a subprocess (`python -m c2f_edge.kernel_runner`).
+are process-global, so `run_bundle` runs in a subprocess (`python -m c2f_edge.board.kernel_runner`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2f_edge.errors import ArtifactError, RemoteError, ToolchainError
+from c2f_edge.core.errors import ArtifactError, RemoteError, ToolchainError
 
 SOURCE = Path(__file__).with_name("kernel_runner.c")
 MAGIC = 0x4B463243  # "C2FK"
@@ -41,7 +41,7 @@ def cache_dir() -> Path:
 
 def emulation_for(so_path: Path) -> tuple[str, str, str]:
     """(qemu, Debian architecture, zig target) for a bundle's model.so."""
-    from c2f_edge.crosslink import elf_arch
+    from c2f_edge.backend.crosslink import elf_arch
 
     arch = elf_arch(so_path)
     if arch == "not-elf":
@@ -82,7 +82,7 @@ def runner_binary(zig_target: str) -> Path:
     """kernel_runner.c built for the bundle's CPU (zig, against tvm-ffi's C headers), cached by source hash."""
     import tvm_ffi
 
-    from c2f_edge.crosslink import zig_env
+    from c2f_edge.backend.crosslink import zig_env
 
     digest = hashlib.sha256(SOURCE.read_bytes() + zig_target.encode()).hexdigest()[:12]
     out = cache_dir() / f"runner-{zig_target}-{digest}"
@@ -170,7 +170,7 @@ def run_in_process(so_path: str | Path, x: np.ndarray, func: str = "main") -> np
     import tvm_ffi
     from tvm.runtime.vm import VirtualMachine, VMInstrumentReturnKind
 
-    from c2f_edge.profile.library import vm_executable_bytes
+    from c2f_edge.backend.bundle_file import vm_executable_bytes
     from c2f_edge.profile.per_op import _kernel_names, _never_called
 
     exe = tvm_ffi.get_global_func("ffi.Module.load_from_bytes.relax.VMExecutable")(vm_executable_bytes(so_path))
@@ -202,12 +202,12 @@ def run_bundle(bundle_dir: str | Path, x: np.ndarray, timeout: float = 1800) -> 
     emulation_for(so)  # a bundle for this machine, or a broken file, fails here in one line
     with tempfile.TemporaryDirectory(prefix="c2f-qemu-") as d:
         np.save(Path(d) / "x.npy", x)
-        proc = subprocess.run([sys.executable, "-m", "c2f_edge.kernel_runner", str(so), str(Path(d) / "x.npy"),
+        proc = subprocess.run([sys.executable, "-m", "c2f_edge.board.kernel_runner", str(so), str(Path(d) / "x.npy"),
                                str(Path(d) / "y.npy")], capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode:
             lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
             raise RemoteError(f"running {so} under emulation failed: {lines[-1] if lines else proc.returncode}",
-                              hint="run `python -m c2f_edge.kernel_runner MODEL.SO X.NPY Y.NPY` to see the whole error")
+                              hint="run `python -m c2f_edge.board.kernel_runner MODEL.SO X.NPY Y.NPY` to see the whole error")
         return np.load(Path(d) / "y.npy")
 
 
@@ -222,7 +222,7 @@ def main(argv: list[str]) -> int:
         setup()
         return 0
     if len(argv) != 3:
-        print("usage: python -m c2f_edge.kernel_runner MODEL.SO INPUT.npy OUTPUT.npy | setup", file=sys.stderr)
+        print("usage: python -m c2f_edge.board.kernel_runner MODEL.SO INPUT.npy OUTPUT.npy | setup", file=sys.stderr)
         return 2
     y = run_in_process(argv[0], np.load(argv[1]))
     np.save(argv[2], y)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Self
 
-from c2f_edge.errors import RemoteError, UsageError
+from c2f_edge.core.errors import RemoteError, UsageError
 
 DEFAULT_HOST = "127.0.0.1"
 # The stock tracker/server import the full TVM (a few seconds, more on busy shared cores).
@@ -89,7 +89,7 @@ class Service:
 
     def write_pid_file(self) -> None:
         if self.pid_file:
-            from c2f_edge.artifacts import write_json
+            from c2f_edge.core.artifacts import write_json
 
             try:
                 Path(self.pid_file).parent.mkdir(parents=True, exist_ok=True)
@@ -318,7 +318,7 @@ def host_server(tracker: str | Service | None = None, key: str = "host", **kw):
         svc.stop()
 
 
-_MARKERS = {"tracker": "rpc_tracker", "server": "rpc_server", "board": "_board_server"}
+_MARKERS = {"tracker": "rpc_tracker", "server": "rpc_server", "board": "guest_server"}
 
 
 def _looks_like(svc: Service) -> bool:

@@ -9,7 +9,7 @@ import copy
 
 import numpy as np
 
-from c2f_edge.errors import UsageError
+from c2f_edge.core.errors import UsageError
 
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "palettized")
 
@@ -87,7 +87,7 @@ def logit_metrics(ref: np.ndarray, out: np.ndarray) -> dict:
     ref = np.asarray(ref, np.float64)
     out = np.asarray(out, np.float64)
     if ref.shape != out.shape:
-        from c2f_edge.errors import ShapeError
+        from c2f_edge.core.errors import ShapeError
 
         raise ShapeError(f"backend output shape {list(out.shape)} differs from the reference {list(ref.shape)}",
                          hint="the artifact was built for another model or input size")

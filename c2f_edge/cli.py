@@ -10,7 +10,7 @@ import sys
 import traceback
 
 from c2f_edge import __version__
-from c2f_edge.core.errors import C2FError
+from c2f_edge.core.errors import C2FError, report
 
 DESCRIPTION = """\
 Take Conv2Former to edge devices.
@@ -64,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except C2FError as e:
         if args.verbose:
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
-        return e.exit_code
+        return report(e)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

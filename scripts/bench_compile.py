@@ -24,8 +24,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
 
+    from c2f_edge.compile import LIBRARY, CompileConfig, compile_bundle, load_bundle
     from c2f_edge.core.artifacts import read_manifest
-    from c2f_edge.compile.stage import LIBRARY, CompileConfig, compile_bundle, load_bundle
 
     rows = []
     for t in args.targets:
@@ -42,17 +42,17 @@ def main() -> None:
         link = next(v for k, v in times.items() if k.startswith("linking"))
         print(f"{t:8} {wall:7.1f} {comp:9.1f} {link:7.1f} {size / 1e6:11.1f}  {arch}")
     if "host" in args.targets:
-        import onnxruntime as ort
+        from c2f_edge.core.onnx_file import INPUT_NAME, ort_session
 
         run = load_bundle(os.path.join(args.out, "host"))
         tvm_s = run.time(number=1, repeat=args.repeat)
-        sess = ort.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
+        sess = ort_session(args.onnx)
         x = np.zeros(run.input_shape, np.float32)
-        sess.run(None, {"input": x})
+        sess.run(None, {INPUT_NAME: x})
         ort_s = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            sess.run(None, {"input": x})
+            sess.run(None, {INPUT_NAME: x})
             ort_s.append(time.perf_counter() - t0)
         status = read_manifest(os.path.join(args.out, "host"))["tuning"]["status"]
         print(f"host inference, median of {args.repeat}: TVM ({status}) {np.median(tvm_s) * 1e3:.0f} ms, "

@@ -109,16 +109,14 @@ def load_torch(x, threads: int, channels_last: bool):
 
 
 def load_ort(onnx: str, x, threads: int):
-    import onnxruntime as ort
+    from c2f_edge.core.onnx_file import INPUT_NAME, ort_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    sess = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
-    return lambda: sess.run(None, {"input": x})[0]
+    sess = ort_session(onnx, threads=threads)
+    return lambda: sess.run(None, {INPUT_NAME: x})[0]
 
 
 def load_tvm(bundle: str, x):
-    from c2f_edge.compile.stage import load_bundle
+    from c2f_edge.compile import load_bundle
 
     run = load_bundle(bundle)
     return lambda: run(x)
@@ -232,15 +230,15 @@ def ensure_onnx(path: str | None) -> Path:
         return p
     if path:
         sys.exit(f"error: {p} not found")
-    from c2f_edge.export.stage import ExportConfig, export_onnx
+    from c2f_edge.export import ExportConfig, export_onnx
 
     return export_onnx(ExportConfig(weights="synthetic", out=str(p.parent)))
 
 
 def tvm_bundle(onnx: Path, out: Path, tuning_log: str, rebuild: bool) -> tuple[Path, float | None]:
+    from c2f_edge.backend.pipeline import PIPELINE_VERSION
+    from c2f_edge.compile import CompileConfig, compile_bundle
     from c2f_edge.core.artifacts import sha256_file
-    from c2f_edge.compile.stage import CompileConfig, compile_bundle
-    from c2f_edge.backend.tuning_db import PIPELINE_VERSION
 
     if (out / "manifest.json").is_file() and not rebuild:
         m = json.loads((out / "manifest.json").read_text())
@@ -375,7 +373,7 @@ def main(argv=None) -> int:
         args.rounds = 1
     import numpy as np
 
-    from c2f_edge.export.stage import parity_inputs
+    from c2f_edge.core.images import photo_batch
 
     onnx = ensure_onnx(args.onnx)
     args.tuning_log = args.tuning_log or default_tuning_log()
@@ -383,7 +381,7 @@ def main(argv=None) -> int:
     models, built = prepare_models(onnx, args, notes)
     with tempfile.TemporaryDirectory(prefix="bench_host-") as tmp:
         work = Path(tmp)
-        np.save(work / "input.npy", parity_inputs(1))  # one real photo, ImageNet-normalized, [1,3,224,224]
+        np.save(work / "input.npy", photo_batch(1))  # one real photo, ImageNet-normalized, [1,3,224,224]
         timed = (time_same_process if args.same_process else time_per_process)(models, work, args)
         peak = sgemm_peak(work, args)
         for name in models:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from c2f_edge.board import emulator, rpc
-from c2f_edge.core.errors import C2FError
+from c2f_edge.core.errors import C2FError, report
 
 
 def _tracker_addr(value: str | None) -> str | None:
@@ -79,5 +79,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except C2FError as e:
-        print(f"error: {e}\nhint: {e.hint}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        sys.exit(report(e))

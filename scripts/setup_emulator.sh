@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Root part of the emulated boards: qemu-user-static and the arm64 and armhf apt architectures (the
-# aarch64 board's rootfs, and the libc that armv7 kernels run against: c2f_edge.kernel_runner).
+# aarch64 board's rootfs, and the libc that armv7 kernels run against: c2f_edge/board/kernel_runner.py).
 # Idempotent: skips what is already there. The unprivileged part (download arm64 .debs, unpack a
-# rootfs, install aarch64 wheels) is `python -m c2f_edge.emulator setup` or c2f_edge.emulator.setup().
+# rootfs, install aarch64 wheels) is `python -m c2f_edge.board.emulator setup` or c2f_edge.board.emulator.setup().
 set -euo pipefail
 
 SUDO=""

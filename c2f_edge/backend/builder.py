@@ -7,7 +7,7 @@ build/export functions are plain module-level code that skips that import, so a 
 about 0.1 s. Raising the timeout would only hide the problem.
 
 Candidates are exported as shared objects (`.so`), linked by `fcompile`: the host C++ compiler by
-default, or a cross-linker for a board (c2f_edge.crosslink.Linker), so the board needs no compiler.
+default, or a cross-linker for a board (backend.crosslink.Linker), so the board needs no compiler.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from c2f_edge.core.cache import cache_dir
 from c2f_edge.core.errors import ToolchainError
 
 ZIG_INSTALL = "pip install ziglang"
@@ -29,14 +30,9 @@ APT_CROSS = {
 }
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("C2F_EDGE_CACHE") or Path.home() / ".cache" / "c2f-edge")
-
-
 def zig_env() -> dict:
     """Zig builds a libc for each target on first use (~90 s); a stable cache makes that once per machine."""
-    zig_cache = cache_dir() / "zig"
-    zig_cache.mkdir(parents=True, exist_ok=True)
+    zig_cache = cache_dir("zig")
     env = dict(os.environ)
     env.setdefault("ZIG_GLOBAL_CACHE_DIR", str(zig_cache))
     env.setdefault("ZIG_LOCAL_CACHE_DIR", str(zig_cache / "local"))

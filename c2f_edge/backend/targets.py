@@ -25,7 +25,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from c2f_edge.core.errors import UnknownTargetError, UsageError
+from c2f_edge.core.errors import UnknownTargetError, UnsupportedError, UsageError, first_line
 
 ENV_DIRS = "C2F_EDGE_TARGETS"
 LINKERS = ("system", "zig", "ndk")
@@ -177,7 +177,7 @@ def from_json(text: str) -> TargetSpec:
 
         canon = plain(tvm.target.Target(t).export())
     except Exception as e:
-        raise UsageError(f"TVM rejects the target JSON: {str(e).strip().splitlines()[-1][:200]}",
+        raise UsageError(f"TVM rejects the target JSON: {first_line(e)}",
                          hint="see `python -c 'import tvm; print(tvm.target.list_tags())'` for tags") from e
     triple = (canon.get("host") or canon).get("mtriple") or None
     if triple is None or triple.startswith("x86_64"):
@@ -213,3 +213,32 @@ def table() -> list[dict]:
         rows.append({"name": spec.name, "kind": spec.kind, "triple": spec.triple or "(this machine)",
                      "device": spec.device, "description": spec.description})
     return rows
+
+
+def as_target(target):
+    """A tvm.target.Target from a Target, a JSON dict or a JSON string (TVM 0.27 takes dicts only)."""
+    import tvm
+
+    if isinstance(target, tvm.target.Target):
+        return target
+    if isinstance(target, str) and target.lstrip().startswith("{"):
+        target = json.loads(target)
+    return tvm.target.Target(target)
+
+
+def is_gpu(target) -> bool:
+    return "gpu" in as_target(target).keys
+
+
+def check_codegen(target) -> None:
+    """Fail early, with a clear message, when this TVM wheel cannot generate code for the target."""
+    import tvm
+
+    target = as_target(target)
+    for t in (target, target.host) if target.host is not None else (target,):
+        kind = t.kind.name
+        if tvm.get_global_func(f"target.build.{kind}", allow_missing=True) is None:
+            raise UnsupportedError(
+                f"the installed TVM wheel (apache-tvm {tvm.__version__}) has no {kind} code generator "
+                f"(target.build.{kind} is missing)",
+                hint=f"build TVM from source with {kind} enabled, or pick a target from `c2f-edge targets`")

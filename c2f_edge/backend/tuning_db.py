@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from c2f_edge.backend.pipeline import PIPELINE_VERSION
 from c2f_edge.core.errors import ArtifactError
 
 META = "meta.json"
@@ -19,8 +20,6 @@ WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 DEFAULT_ROOT = Path("tuning_logs")
 ENV_ROOT = "C2F_EDGE_TUNING_LOGS"
-# Bump when c2f_edge.tvm_build changes how ops are lowered: old records would then silently stop matching.
-PIPELINE_VERSION = 4
 
 
 def default_root() -> Path:

@@ -1,12 +1,13 @@
-"""TVM Relax: ONNX import, the per-target pipeline, build and export.
+"""TVM Relax: ONNX import, build and export.
 
-Small public functions with stable signatures; `c2f_edge.compile` (bundles) and `c2f_edge.tune`
+Small public functions with stable signatures; the compile stage (bundles) and the tune stage
 (MetaSchedule) both build on them:
 
     mod, params = import_onnx("build/onnx/model.onnx")
-    fused = legalize_and_fuse(mod, target)          # what MetaSchedule extracts tasks from
     ex = build(mod, params, target, database=db)    # db: a MetaSchedule Database or None
-    export_library(ex, "model.so", fcompile)        # fcompile from c2f_edge.backend.crosslink
+    export_library(ex, "model.so", fcompile)        # fcompile from backend.crosslink
+
+The passes a build runs are listed, in order, in backend/pipeline.py.
 """
 
 from __future__ import annotations
@@ -14,26 +15,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from c2f_edge.core.errors import ArtifactError, C2FError, ToolchainError, UnsupportedError
-
-INPUT_NAME = "input"
-
-
-def as_target(target):
-    """A tvm.target.Target from a Target, a JSON dict or a JSON string (TVM 0.27 takes dicts only)."""
-    import json
-
-    import tvm
-
-    if isinstance(target, tvm.target.Target):
-        return target
-    if isinstance(target, str) and target.lstrip().startswith("{"):
-        target = json.loads(target)
-    return tvm.target.Target(target)
-
-
-def is_gpu(target) -> bool:
-    return "gpu" in as_target(target).keys
+from c2f_edge.backend.pipeline import pipeline
+from c2f_edge.backend.targets import as_target, check_codegen
+from c2f_edge.core.errors import ArtifactError, C2FError, ToolchainError, first_line
+from c2f_edge.core.onnx_file import INPUT_NAME, load_onnx, static_input_shape
 
 
 def import_onnx(onnx_path, shape: list[int] | None = None, input_name: str = INPUT_NAME):
@@ -46,8 +31,6 @@ def import_onnx(onnx_path, shape: list[int] | None = None, input_name: str = INP
     from tvm.relax.frontend.onnx import from_onnx
 
     if isinstance(onnx_path, (str, os.PathLike)):
-        from c2f_edge.export.stage import load_onnx
-
         model = load_onnx(onnx_path)
     else:
         model = onnx_path
@@ -56,19 +39,10 @@ def import_onnx(onnx_path, shape: list[int] | None = None, input_name: str = INP
     try:
         mod = from_onnx(model, shape_dict={input_name: list(shape)}, keep_params_in_input=True)
     except Exception as e:  # the frontend raises bare TVMError/KeyError/... on unsupported graphs
-        raise ArtifactError(f"TVM could not import the ONNX graph: {_first_line(e)}",
+        raise ArtifactError(f"TVM could not import the ONNX graph: {first_line(e)}",
                             hint="export it with `c2f-edge export` (opset 20, simplified); -v for details") from e
     mod, params = relax.frontend.detach_params(mod)
     return mod, params
-
-
-def static_input_shape(model, input_name: str) -> list[int]:
-    for v in model.graph.input:
-        if v.name == input_name:
-            dims = [d.dim_value if d.HasField("dim_value") else 1 for d in v.type.tensor_type.shape.dim]
-            return dims  # a symbolic batch becomes 1: edge inference is batch 1
-    raise ArtifactError(f"the ONNX model has no input named {input_name!r}",
-                        hint="export it with `c2f-edge export`, which names the input `input`")
 
 
 def bind_params(mod, params):
@@ -82,104 +56,6 @@ def bind_params(mod, params):
     return relax.transform.BindParams("main", dict(zip(weights, params["main"])))(mod)
 
 
-def legalize_and_fuse(mod, target, blocked: bool = True):
-    """Inference decompositions + legalize to TIR + fuse: the form MetaSchedule extracts tasks from.
-
-    The same sequence runs inside `build`, so tuning records match the workloads of the build.
-    blocked=False keeps CPU activations NCHW (what channel counts that are no multiple of the lanes get).
-    """
-    import tvm
-
-    target = as_target(target)
-    with target:
-        return tvm.transform.Sequential(_legalize_and_fuse_passes(cpu=not is_gpu(target), blocked=blocked))(mod)
-
-
-def _legalize_and_fuse_passes(cpu: bool, blocked: bool = True):
-    """Built inside `with target:`; the CPU conv packing reads the vector width from Target.current()."""
-    import tvm
-    from tvm.relax import transform as T
-
-    custom = {"relax.nn.gelu": _gelu_fast_erf}
-    first, layout = [], []
-    if cpu:
-        from c2f_edge.backend.passes.block_channels import to_blocked
-        from c2f_edge.backend.legalize.conv2d_packed import conv2d_legalizer
-        from c2f_edge.backend.passes.fuse_channel_norm import fuse_channel_norm, layer_norm_legalizer
-        from c2f_edge.backend.schedules import cpu_spec
-
-        lanes = cpu_spec(tvm.target.Target.current()).lanes
-        # dense convs with weights prepacked for the CPU schedules (c2f_edge.cpu_layout)
-        custom["relax.nn.conv2d"] = conv2d_legalizer(lanes)
-        # the channels-first LayerNorm as one kernel (c2f_edge.cpu_norm)
-        first.append(fuse_channel_norm())
-        custom["relax.nn.layer_norm"] = layer_norm_legalizer()
-        if blocked:  # activations in channel blocks of one vector (c2f_edge.cpu_blocked), batch norms decomposed
-            layout.append(to_blocked(lanes))
-    return [*first, T.DecomposeOpsForInference(), *layout, T.CanonicalizeBindings(),
-            T.LegalizeOps(customize_legalize_map=custom), T.AnnotateTIROpPattern(),
-            T.FoldConstant(), T.FuseOps(), T.FuseTIR()]
-
-
-def _gelu_fast_erf(bb, call):
-    """GELU with TOPI's polynomial erf: the stock legalization calls scalar libm erff, never vectorized."""
-    from tvm import tirx, topi
-
-    def te_gelu(x):
-        one_half = tirx.const(0.5, x.dtype)
-        return x * (one_half + topi.fast_erf(x * tirx.const(0.5**0.5, x.dtype)) * one_half)
-
-    return bb.call_te(te_gelu, call.args[0], primfunc_name_hint="gelu")
-
-
-def gpu_default_schedule():
-    """dlight default schedules: every GPU PrimFunc needs thread bindings; tuned ones are left as they are."""
-    from tvm.s_tir import dlight as dl
-
-    return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
-                                   dl.gpu.GeneralReduction(), dl.gpu.Fallback())
-
-
-def cpu_default_schedule():
-    """c2f-edge's CPU rules (tiled, parallel, vectorized); tuned functions are left as they are."""
-    from c2f_edge.backend.schedules import default_schedule
-
-    return default_schedule()
-
-
-def pipeline(target, database=None):
-    """The Relax pipeline for one target: legalize/fuse, apply tuning records, GPU schedules, lower.
-
-    database: a MetaSchedule Database to replay (no measurement), or None for untuned kernels.
-    """
-    import tvm
-    from tvm.relax import backend
-    from tvm.relax import transform as T
-
-    target = as_target(target)
-    gpu = is_gpu(target)
-    # The stock lowering passes per device kind (cpu_generic's __init__ does not export them all).
-    if gpu:
-        from tvm.relax.backend.gpu_generic import pipeline as lower
-    else:
-        from tvm.relax.backend.cpu_generic import pipeline as lower
-
-    @tvm.transform.module_pass(opt_level=0, name="c2f_edge_pipeline")
-    def _pipeline(mod, _ctx):
-        with target:  # some passes read Target.current() when they are constructed
-            passes = [backend.DispatchSampling(), backend.DispatchSortScan(), *_legalize_and_fuse_passes(cpu=not gpu)]
-            if database is not None:
-                passes.append(T.MetaScheduleApplyDatabase(enable_warning=False))
-            passes.append(gpu_default_schedule() if gpu else cpu_default_schedule())
-            passes += lower.dataflow_lower_passes(target) + lower.finalize_passes(target)
-            if database is None:
-                return tvm.transform.Sequential(passes)(mod)
-            with database:
-                return tvm.transform.Sequential(passes)(mod)
-
-    return _pipeline
-
-
 def open_database(log_dir):
     """A MetaSchedule JSONDatabase over a tuning log directory (read-only use: replay, no measurement)."""
     from tvm.s_tir import meta_schedule as ms
@@ -189,20 +65,6 @@ def open_database(log_dir):
     log_dir = Path(log_dir)
     return ms.database.JSONDatabase(path_workload=str(log_dir / WORKLOAD_FILE),
                                     path_tuning_record=str(log_dir / RECORD_FILE), allow_missing=False)
-
-
-def check_codegen(target) -> None:
-    """Fail early, with a clear message, when this TVM wheel cannot generate code for the target."""
-    import tvm
-
-    target = as_target(target)
-    for t in (target, target.host) if target.host is not None else (target,):
-        kind = t.kind.name
-        if tvm.get_global_func(f"target.build.{kind}", allow_missing=True) is None:
-            raise UnsupportedError(
-                f"the installed TVM wheel (apache-tvm {tvm.__version__}) has no {kind} code generator "
-                f"(target.build.{kind} is missing)",
-                hint=f"build TVM from source with {kind} enabled, or pick a target from `c2f-edge targets`")
 
 
 def build(mod, params, target, database=None):
@@ -220,7 +82,7 @@ def build(mod, params, target, database=None):
     except C2FError:
         raise
     except Exception as e:  # TVM raises many types (InternalError, ValueError, ...) from its passes
-        raise ToolchainError(f"TVM failed to compile for {target.kind.name}: {_first_line(e)}",
+        raise ToolchainError(f"TVM failed to compile for {target.kind.name}: {first_line(e)}",
                              hint="run with -v for the full TVM error") from e
 
 
@@ -232,7 +94,7 @@ def export_library(ex, path, fcompile=None) -> Path:
     except ToolchainError:
         raise
     except Exception as e:
-        raise ToolchainError(f"linking {path.name} failed: {_first_line(e)}",
+        raise ToolchainError(f"linking {path.name} failed: {first_line(e)}",
                              hint="check the cross-linker (--cross-compiler); run with -v for its output") from e
     return path
 
@@ -246,8 +108,3 @@ def imported_kinds(lib) -> list[str]:
         out.append(m.kind)
         stack.extend(m.imports)
     return out
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines and lines[0].startswith("Traceback") else (lines[0] if lines else type(e).__name__))[:300]

@@ -24,9 +24,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from c2f_edge.board.rpc import Service, free_port, run_dir, tracker_summary, wait_ready
 from c2f_edge.core.artifacts import atomic_dir, new_manifest, read_manifest, write_json
-from c2f_edge.core.errors import ArtifactError, ToolchainError
-from c2f_edge.board.rpc import Service, cache_root, free_port, run_dir, tracker_summary, wait_ready
+from c2f_edge.core.cache import cache_root
+from c2f_edge.core.errors import ArtifactError, C2FError, ToolchainError, report
 
 QEMU = "qemu-aarch64-static"
 DEFAULT_KEY = "arm64-emu"
@@ -250,10 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from c2f_edge.core.errors import C2FError
-
     try:
         sys.exit(main())
     except C2FError as e:
-        print(f"error: {e}\nhint: {e.hint}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        sys.exit(report(e))

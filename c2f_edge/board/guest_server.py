@@ -166,7 +166,7 @@ def refuse_busy(listen):
     try:
         if struct.unpack("<i", recvall(conn, 4))[0] == RPC_MAGIC:
             recvall(conn, struct.unpack("<i", recvall(conn, 4))[0])
-            # The stock client reports this code as a key already in use; c2f_edge.rpc says "busy".
+            # The stock client reports this code as a key already in use; board.rpc says "busy".
             conn.sendall(struct.pack("<i", RPC_CODE_DUPLICATE))
             log("refused a client: a session is running")
     except (OSError, ValueError):

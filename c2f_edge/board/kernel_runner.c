@@ -1,6 +1,6 @@
 /* Runs the kernels of a TVM bundle (model.so) one call at a time, for a host that drives the VM.
  *
- * Built for the bundle's CPU and run under qemu user mode (c2f_edge.kernel_runner), it lets a build
+ * Built for the bundle's CPU and run under qemu user mode (c2f_edge/board/kernel_runner.py), it lets a build
  * for a CPU with no TVM runtime wheel (armv7) be checked end to end: the Relax VM runs on the host
  * and sends every kernel call here, with its arguments; this process runs the bundle's own compiled
  * kernel on them and sends every tensor back (outputs are written in place).

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from c2f_edge.core.cache import cache_dir
 from c2f_edge.core.errors import ArtifactError, RemoteError, ToolchainError
 
 SOURCE = Path(__file__).with_name("kernel_runner.c")
@@ -32,11 +33,8 @@ MAGIC = 0x4B463243  # "C2FK"
 ARCHES = {"arm32": ("qemu-arm-static", "armhf", "arm-linux-gnueabihf"),
           "aarch64": ("qemu-aarch64-static", "arm64", "aarch64-linux-gnu")}
 LIBC_PACKAGES = ("libc6", "libgcc-s1", "gcc-12-base")
+CACHE = "kernel-runner"  # under core.cache.cache_root()
 _DTYPE_CODES = {"i": 0, "u": 1, "f": 2}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "c2f-edge" / "kernel-runner"
 
 
 def emulation_for(so_path: Path) -> tuple[str, str, str]:
@@ -54,7 +52,7 @@ def emulation_for(so_path: Path) -> tuple[str, str, str]:
 
 def rootfs(deb_arch: str) -> Path:
     """A minimal Debian libc for the bundle's CPU (what model.so and the runner link against), cached."""
-    root = cache_dir() / f"rootfs-{deb_arch}"
+    root = cache_dir(CACHE) / f"rootfs-{deb_arch}"
     if (root / "lib").is_dir():
         return root
     for tool in ("apt-get", "dpkg-deb"):
@@ -85,7 +83,7 @@ def runner_binary(zig_target: str) -> Path:
     from c2f_edge.backend.crosslink import zig_env
 
     digest = hashlib.sha256(SOURCE.read_bytes() + zig_target.encode()).hexdigest()[:12]
-    out = cache_dir() / f"runner-{zig_target}-{digest}"
+    out = cache_dir(CACHE) / f"runner-{zig_target}-{digest}"
     if out.is_file():
         return out
     ffi = Path(tvm_ffi.__file__).parent
@@ -168,16 +166,12 @@ def run_in_process(so_path: str | Path, x: np.ndarray, func: str = "main") -> np
     """The VM of model.so here, its kernels under qemu. Registers placeholder globals: use a subprocess."""
     import tvm
     import tvm_ffi
-    from tvm.runtime.vm import VirtualMachine, VMInstrumentReturnKind
+    from tvm.runtime.vm import VMInstrumentReturnKind
 
     from c2f_edge.backend.bundle_file import vm_executable_bytes
-    from c2f_edge.profile.per_op import _kernel_names, _never_called
+    from c2f_edge.backend.kernel_trace import placeholder_vm
 
-    exe = tvm_ffi.get_global_func("ffi.Module.load_from_bytes.relax.VMExecutable")(vm_executable_bytes(so_path))
-    kernels, _ = _kernel_names(exe)
-    for name in kernels:
-        tvm_ffi.register_global_func(name, _never_called, override=True)
-    kernel_set = set(kernels)
+    vm, kernel_set = placeholder_vm(vm_executable_bytes(so_path))
     with KernelRunner(so_path) as runner:
         def instrument(_func, symbol, before_run, _ret, *args):
             if symbol not in kernel_set or not before_run:
@@ -188,7 +182,6 @@ def run_in_process(so_path: str | Path, x: np.ndarray, func: str = "main") -> np
                 t.copyfrom(out)
             return int(VMInstrumentReturnKind.SKIP_RUN)
 
-        vm = VirtualMachine(exe, tvm.cpu())
         vm.set_instrument(tvm_ffi.convert(instrument))
         out = vm[func](tvm.runtime.tensor(np.ascontiguousarray(x)))
     return out.numpy()

@@ -6,7 +6,7 @@
 Every service is a process group started with start_new_session=True, bound to 127.0.0.1 by default
 on a free port, with a log file and an optional JSON pid file; `stop()` kills the whole group (the stock
 TVM server forks a worker that would otherwise keep the port). The emulated aarch64 board
-(c2f_edge.emulator) returns the same `Service` handle.
+(board.emulator) returns the same `Service` handle.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Self
 
-from c2f_edge.core.errors import RemoteError, UsageError
+from c2f_edge.core.cache import cache_root
+from c2f_edge.core.errors import RemoteError, UsageError, first_line
 
 DEFAULT_HOST = "127.0.0.1"
 # The stock tracker/server import the full TVM (a few seconds, more on busy shared cores).
@@ -35,10 +36,6 @@ CONNECT_TIMEOUT = 10.0
 # TVM tracker protocol constants (tvm.rpc.base); copied so the client check needs no TVM import.
 RPC_TRACKER_MAGIC = 0x2F271
 TRACKER_SUCCESS, TRACKER_REQUEST, TRACKER_SUMMARY = 0, 4, 6
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("C2F_EDGE_CACHE") or Path.home() / ".cache" / "c2f-edge")
 
 
 def run_dir() -> Path:
@@ -456,8 +453,7 @@ def _open(host, port, key, session_timeout, what):
             raise RemoteError(f"{what} did not accept key {key!r}",
                               hint="a server registered with a tracker is reached with tracker= and key=; "
                                    "a direct one with the key it was started with") from e
-        last = text.splitlines()[-1] if text else type(e).__name__
-        raise RemoteError(f"cannot open an RPC session with {what}: {last}",
+        raise RemoteError(f"cannot open an RPC session with {what}: {first_line(e)}",
                           hint="check the server's log (c2f-edge keeps it under ~/.cache/c2f-edge/run/)") from e
 
 

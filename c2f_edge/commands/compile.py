@@ -52,17 +52,16 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="bundle directory (default build/<target>/)")
     v = p.add_mutually_exclusive_group()
     v.add_argument("--verify", default="auto", metavar="MODE",
-                   help="check the bundle against a reference after building: auto (run it here when it can: "
-                        "host bundles), local, emulated (aarch64 under qemu), rpc://HOST:PORT or "
-                        "rpc://tracker@HOST:PORT/KEY (a board), "
-                        "none (default auto)")
+                   help="run the bundle on photos after building and compare it with PyTorch fp32: auto (here "
+                        "when it can: host bundles), local, emulated (aarch64 under qemu), rpc://HOST:PORT or "
+                        "rpc://tracker@HOST:PORT/KEY (a board), none (default auto)")
     v.add_argument("--no-verify", dest="verify", action="store_const", const="none", help="same as --verify none")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from c2f_edge.compile import LIBRARY, CompileConfig, compile_bundle
     from c2f_edge.core.artifacts import read_manifest
-    from c2f_edge.compile.stage import LIBRARY, CompileConfig, compile_bundle
 
     if args.onnx and (args.weights or args.checkpoint):
         from c2f_edge.core.errors import UsageError
@@ -86,8 +85,8 @@ def run(args) -> int:
     if par.get("status") == "passed":
         for name, r in par.items():
             if isinstance(r, dict):
-                print(f"verified ({name}): max abs diff {r['max_abs_diff']:.2e} vs ONNX Runtime, "
-                      f"top-1 agreement {r['top1_agreement']:.0%} on {r['n_inputs']} inputs")
+                print(f"verified ({name}, {r['device']}): max abs diff {r['max_abs_diff']:.2e} vs {r['reference']}, "
+                      f"top-1 agreement {r['top1_agreement']:.0%} on {r['n_inputs']} photos")
     else:
         print(f"verification {par.get('status')}: {par.get('note')}")
     print(f"manifest: {out / 'manifest.json'}", file=sys.stderr)

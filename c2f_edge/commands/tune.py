@@ -63,7 +63,7 @@ def run(args) -> int:
     import sys
 
     from c2f_edge.core.errors import UsageError
-    from c2f_edge.tune.stage import TuneConfig, tune
+    from c2f_edge.tune import TuneConfig, tune
 
     if args.trials_per_round < 1:
         raise UsageError("--trials-per-round must be >= 1", hint="e.g. --trials-per-round 16")

@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from c2f_edge.core.onnx_file import INPUT_NAME
+
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
 
@@ -61,7 +63,7 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
-def input_spec(shape, name: str = "input", dtype: str = "float32") -> dict:
+def input_spec(shape, name: str = INPUT_NAME, dtype: str = "float32") -> dict:
     return {
         "name": name,
         "shape": list(shape),

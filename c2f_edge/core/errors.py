@@ -65,13 +65,14 @@ class MissingDependencyError(C2FError):
 def first_line(e: BaseException, limit: int = 200) -> str:
     """The line of an exception's text that says what went wrong, for a one-line error.
 
-    Most messages (TVM's included) lead with it; a text that starts with a Python traceback has it
-    last. An empty message gives the exception's type.
+    Most messages (TVM's included) lead with it; a text that carries a traceback (a remote error
+    over TVM RPC, a child process's stderr) has it last. An empty message gives the exception's type.
     """
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     if not lines:
         return type(e).__name__
-    return (lines[-1] if lines[0].startswith("Traceback") else lines[0])[:limit]
+    traced = any(ln.startswith("Traceback") for ln in lines)
+    return (lines[-1] if traced else lines[0])[:limit]
 
 
 def report(e: C2FError, stream=None) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from c2f_edge.core.artifacts import IMAGENET_MEAN, IMAGENET_STD
-from c2f_edge.core.errors import ArtifactError, MissingDependencyError
+from c2f_edge.core.errors import ArtifactError, MissingDependencyError, first_line
 
 # Colour photographs shipped inside the scikit-image wheel: name -> (loader, index into a tuple result).
 _PHOTO_SOURCES = {
@@ -81,7 +81,7 @@ def load_images_dir(path: str | os.PathLike, size: int = 224) -> dict[str, np.nd
         try:
             img = skimage.io.imread(p)
         except Exception as e:  # decoders raise many types
-            raise ArtifactError(f"cannot decode image {p}: {e}".splitlines()[0],
+            raise ArtifactError(f"cannot decode image {p}: {first_line(e)}",
                                 hint="remove the file or convert it to PNG/JPEG") from e
         if img.dtype != np.uint8:
             img = sk.util.img_as_ubyte(img)
@@ -91,3 +91,13 @@ def load_images_dir(path: str | os.PathLike, size: int = 224) -> dict[str, np.nd
 
 def batch(images: dict[str, np.ndarray]) -> np.ndarray:
     return np.stack([normalize(v) for v in images.values()])
+
+
+def photo_batch(n: int, size: int = 224, seed: int = 0) -> np.ndarray:
+    """n inputs for a stage's own check: real photos first (so top-1 means something), then seeded noise."""
+    photos = batch(sample_photos(min(n, len(SKIMAGE_PHOTOS)), size=size))
+    extra = n - len(photos)
+    if extra > 0:
+        noise = np.random.default_rng(seed).standard_normal((extra, 3, size, size)).astype(np.float32)
+        photos = np.concatenate([photos, noise])
+    return photos

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from c2f_edge.core.errors import ArtifactError, ShapeError, UnsupportedError, UsageError, first_line
 from c2f_edge.coreml import mil_eval
 from c2f_edge.coreml._ct import ct as _ct
-from c2f_edge.core.errors import ArtifactError, ShapeError, UnsupportedError, UsageError
 
 BACKENDS = ("auto", "numpy", "coreml")
 PACKAGE = "model.mlpackage"
@@ -72,7 +72,7 @@ def load_program(path: str | os.PathLike):
         spec = ml.get_spec()
         return load(spec, spec.specificationVersion, file_weights_dir=ml.weights_dir)
     except Exception as e:  # protobuf and weight-file errors come in many types
-        raise ArtifactError(f"cannot read {pkg}: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}",
+        raise ArtifactError(f"cannot read {pkg}: {first_line(e)}",
                             hint="the package is corrupt or incomplete; re-create it with `c2f-edge coreml`") from e
 
 

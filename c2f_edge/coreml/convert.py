@@ -20,17 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from c2f_edge.core.artifacts import IMAGENET_MEAN, IMAGENET_STD, atomic_dir, input_spec, new_manifest
+from c2f_edge.core.errors import ArtifactError, ExportError, UsageError, first_line
+from c2f_edge.core.onnx_file import INPUT_NAME, OUTPUT_NAME
 from c2f_edge.coreml import compress as _compress
 from c2f_edge.coreml._ct import ct as _ct
 from c2f_edge.coreml._ct import private_tempdir, quiet
-from c2f_edge.core.errors import ArtifactError, ExportError, UsageError
 
 IOS_VERSIONS = (16, 17, 18)
 PRECISIONS = ("fp16", "fp32")
 INPUT_KINDS = ("tensor", "image")
 PACKAGE = "model.mlpackage"
-INPUT_NAMES = {"tensor": "input", "image": "image"}
-OUTPUT_NAME = "logits"
+INPUT_NAMES = {"tensor": INPUT_NAME, "image": "image"}
 STEM_CONV = "downsample_layers.0.0"
 
 
@@ -128,7 +128,7 @@ def export_program(model, image_size: int = 224):
     try:
         ep = torch.export.export(model, (example,)).run_decompositions({})
     except Exception as e:  # torch.export raises many types
-        raise ExportError(f"torch.export failed: {str(e).splitlines()[0][:200]}",
+        raise ExportError(f"torch.export failed: {first_line(e)}",
                           hint="run with -v for the traceback") from e
     module_out: dict[str, str] = {}
     for node in ep.graph.nodes:
@@ -205,7 +205,7 @@ def _convert_module(model, cfg, fp16_selector):
                         minimum_deployment_target=target, compute_precision=precision,
                         skip_model_load=sys.platform != "darwin")
     except Exception as e:
-        raise ExportError(f"coremltools conversion failed: {str(e).splitlines()[0][:200]}",
+        raise ExportError(f"coremltools conversion failed: {first_line(e)}",
                           hint="run with -v for the traceback") from e
     return ml, module_out
 
@@ -300,10 +300,10 @@ def build_package(cfg: CoreMLConfig, model=None, source=None) -> Path:
     """Convert, compress, save and check. Writes OUT/model.mlpackage and OUT/manifest.json; returns OUT."""
     import torch
 
+    from c2f_edge.core.progress import Stages
     from c2f_edge.coreml import check
     from c2f_edge.models import variant_info
     from c2f_edge.models.weights import load_model
-    from c2f_edge.core.progress import Stages
 
     validate(cfg, num_classes=1000 if model is None else info_num_classes(model))
     comp = _compress.get(cfg.compress)
@@ -331,7 +331,7 @@ def build_package(cfg: CoreMLConfig, model=None, source=None) -> Path:
                     with _Timer(times, "compress"), quiet():
                         ml = comp.apply(ml, _ct())
                 except Exception as e:
-                    raise ExportError(f"compression '{comp.name}' failed: {str(e).splitlines()[0][:200]}",
+                    raise ExportError(f"compression '{comp.name}' failed: {first_line(e)}",
                                       hint="run with -v for the traceback") from e
         pkg = tmp / PACKAGE
         with stages.step(f"saving {PACKAGE}"):

@@ -12,22 +12,15 @@ from __future__ import annotations
 import ast
 import json
 import os
+import tempfile
 from pathlib import Path
 
+from c2f_edge.core.cache import cache_dir
 from c2f_edge.core.errors import ArtifactError, UnsupportedError
+from c2f_edge.export.trace import trace_to_onnx
 
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 SCOPES_FILE = "scopes.json"
-
-
-def load(path: str | os.PathLike):
-    import onnx
-
-    try:
-        return onnx.load(str(path))
-    except Exception as e:
-        raise ArtifactError(f"{path} is not a valid ONNX model: {str(e).splitlines()[0][:200]}",
-                            hint="re-create it with `c2f-edge export`") from e
 
 
 def node_scopes(model) -> dict[str, list[str]]:
@@ -142,16 +135,21 @@ def with_outputs(model, tensors: list[str], infer_shapes: bool = False):
     return probed
 
 
-def cache_dir() -> Path:
-    d = Path(os.environ.get("C2F_EDGE_CACHE") or Path.home() / ".cache" / "c2f-edge") / "parity"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 def scopes_cache_path(variant: str, opset: int) -> Path:
     import torch
 
-    return cache_dir() / f"scopes-{variant}-opset{opset}-torch{torch.__version__}.json"
+    return cache_dir("parity") / f"scopes-{variant}-opset{opset}-torch{torch.__version__}.json"
+
+
+def remember_scopes(raw, variant: str, opset: int) -> list[tuple[str, list[str]]]:
+    """Cache the scopes of a raw export of `variant` (they depend on the architecture only)."""
+    order = scope_order(raw)
+    path = scopes_cache_path(variant, opset)
+    if order and not path.is_file():
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(order))
+        os.replace(tmp, path)
+    return order
 
 
 def _opset(model) -> int:
@@ -160,6 +158,7 @@ def _opset(model) -> int:
 
 def architecture_scopes(variant: str, opset: int) -> list[tuple[str, list[str]]]:
     """Scopes of a raw dynamo export of the variant's architecture (~1 min once, then cached)."""
+    import onnx
     import torch
 
     from c2f_edge.models import create_model
@@ -167,24 +166,13 @@ def architecture_scopes(variant: str, opset: int) -> list[tuple[str, list[str]]]
     cached = scopes_cache_path(variant, opset)
     if cached.is_file():
         return load_scopes(cached)
-    from c2f_edge.export.raw import trace_raw
-
-    with _tmpdir() as d:
-        raw = trace_raw(create_model(variant), Path(d) / "model.onnx", opset=opset, load_weights=False)
-        order = scope_order(raw)
+    with tempfile.TemporaryDirectory(prefix="c2f-parity-") as d:
+        trace_to_onnx(create_model(variant), Path(d) / "model.onnx", opset, what="raw ONNX export")
+        order = remember_scopes(onnx.load(str(Path(d) / "model.onnx"), load_external_data=False), variant, opset)
     if not order:
         raise UnsupportedError(f"torch {torch.__version__}'s ONNX exporter recorded no module scopes",
                                hint="localization needs the dynamo exporter's name_scopes metadata")
-    tmp = cached.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(order))
-    os.replace(tmp, cached)
     return order
-
-
-def _tmpdir():
-    import tempfile
-
-    return tempfile.TemporaryDirectory(prefix="c2f-parity-")
 
 
 def scopes_for(model, path: str | os.PathLike | None = None) -> list[tuple[str, list[str]]]:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from c2f_edge.core.artifacts import sha256_file
-from c2f_edge.core.errors import CheckpointError
+from c2f_edge.core.errors import CheckpointError, first_line
 from c2f_edge.models import create_model, variant_info
 from c2f_edge.models.conv2former import Block, Conv2Former, LayerNorm
 
@@ -93,8 +93,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], s
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}",
+        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(e)}",
                               hint="the file is corrupt or not a PyTorch checkpoint; download it again") from e
     wrapper = None
     if isinstance(obj, dict):
@@ -151,3 +150,17 @@ def load_model(variant: str = "n", checkpoint: str | os.PathLike | None = None,
     else:
         raise CheckpointError("no weights given", hint="pass --checkpoint PATH or --weights synthetic")
     return model.eval(), source
+
+
+def weights_of_artifact(manifest: dict) -> dict | None:
+    """{"variant", "checkpoint", "weights", "seed"} of the model an artifact was made from, as its manifest
+    records it (export: top level; Core ML: under "model"; TVM bundle: under "onnx"), or None."""
+    sections = [manifest, manifest.get("model") or {}, manifest.get("onnx") or {}]
+    src = next((s["weights"] for s in sections if isinstance(s.get("weights"), dict) and "kind" in s["weights"]),
+               None)
+    if src is None:
+        return None
+    variant = next((s["variant"] for s in sections if s.get("variant")), None) or "n"
+    if src["kind"] == "synthetic":
+        return {"variant": variant, "checkpoint": None, "weights": "synthetic", "seed": int(src.get("seed", 0))}
+    return {"variant": variant, "checkpoint": src.get("path"), "weights": None, "seed": 0}

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
+from c2f_edge.compile.bundle import runs_here
 from c2f_edge.core.artifacts import read_manifest
 from c2f_edge.core.errors import ArtifactError, UsageError
+from c2f_edge.core.metrics import tolerances
 from c2f_edge.parity.backends import backend_for_artifact
 from c2f_edge.parity.harness import BackendSpec, record_in_manifests, run_parity
 from c2f_edge.parity.inputs import build_inputs
-from c2f_edge.core.metrics import tolerances
-
-_ELF_NAMES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
-
-
-def bundle_runs_here(bundle_dir: str | Path) -> bool:
-    """A TVM bundle runs here if it is a CPU bundle linked for this machine's architecture."""
-    m = read_manifest(bundle_dir)
-    elf = ((m.get("files") or {}).get("model.so") or {}).get("elf")
-    here = _ELF_NAMES.get(platform.machine().lower(), platform.machine().lower())
-    return (m.get("runtime") or {}).get("device") == "cpu" and elf == here
 
 
 def specs_for(artifacts: list[str], explicit: list[tuple[str, str]] = (), rpc: str | None = None,
@@ -28,7 +18,7 @@ def specs_for(artifacts: list[str], explicit: list[tuple[str, str]] = (), rpc: s
     specs = []
     for path in artifacts:
         name = backend_for_artifact(path)
-        if name == "tvm-local" and not bundle_runs_here(path):
+        if name == "tvm-local" and not runs_here(path):
             if not rpc:
                 target = read_manifest(path).get("target", {}).get("name", "?")
                 raise UsageError(f"{path} is a {target} bundle, which does not run on this machine",

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from c2f_edge.core.errors import C2FError, OutputMismatchError, UnsupportedError
+from c2f_edge.core.metrics import judge, logit_metrics, tolerances
+from c2f_edge.core.progress import Stages
 from c2f_edge.parity import localize
 from c2f_edge.parity.backends import Backend, make_backend
 from c2f_edge.parity.inputs import InputSet
-from c2f_edge.core.metrics import judge, logit_metrics, tolerances
-from c2f_edge.core.progress import Stages
 
 SCHEMA = "c2f-edge.parity/1"
 

@@ -8,6 +8,8 @@ server and the c2f-edge board resolve as absolute paths); everything else is rec
 
 from __future__ import annotations
 
+from c2f_edge.core.errors import first_line
+
 # runtime.config_threadpool affinity modes (threading_backend.h): 1 = big cores, -1 = little cores.
 AFFINITY = {"big": 1, "little": -1}
 
@@ -85,7 +87,7 @@ def configure_threads(session, threads: int | None, affinity: str = "big") -> di
     try:
         out["used"] = int(session.get_function("runtime.NumThreads")())
     except Exception as e:  # noqa: BLE001 - an old or minimal runtime
-        out["note"] = f"runtime.NumThreads unavailable: {str(e).strip().splitlines()[-1][:120]}"
+        out["note"] = f"runtime.NumThreads unavailable: {first_line(e, 120)}"
     if not threads:
         out["note"] = ("TVM default: TVM_NUM_THREADS on the board, else its hardware threads "
                        "(halved on x86 to skip hyper-threads)")

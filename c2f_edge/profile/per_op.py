@@ -4,9 +4,9 @@ TVM 0.27 has no `VirtualMachine.profile`, and its instrument hook (`vm.set_instr
 function that must live on the board, which a stock RPC server cannot receive. So:
 
 1. trace (on this machine): replay the bundle's VM bytecode with every kernel skipped, recording each
-   kernel call and its argument shapes/dtypes (`library.vm_executable_bytes`, instrument hook).
-   This works for bundles built for another CPU: no kernel is executed here.
-2. time (on the board): load the kernel library view of the same .so (`library.kernel_library`) and
+   kernel call and its argument shapes/dtypes (backend.kernel_trace). This works for bundles built
+   for another CPU: no kernel is executed here.
+2. time (on the board): load the kernel library view of the same .so (`bundle_file.kernel_library`) and
    time each distinct kernel with TVM's time evaluator, on random arguments of the traced shapes.
 
 A kernel's total is its time per call x its number of calls. Kernels run in isolation here, with warm
@@ -15,24 +15,15 @@ caches, so their sum is usually below the end-to-end latency; both are reported.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from c2f_edge.backend.kernel_trace import KernelCall
+
 # Per-kernel timing: a repeat lasts at least this long (number grows for tiny kernels), median of REPEAT.
 KERNEL_MIN_REPEAT_MS = 10
 KERNEL_REPEAT = 3
-
-
-@dataclass
-class KernelCall:
-    name: str
-    args: list[dict]  # {"shape": [...], "dtype": "float32"} or {"scalar": value}
-
-    def signature(self) -> str:
-        parts = [f"{a['dtype']}{a['shape']}" if "shape" in a else repr(a["scalar"]) for a in self.args]
-        return ", ".join(parts)
 
 
 @dataclass
@@ -47,66 +38,6 @@ class KernelTiming:
     @property
     def total_ms(self) -> float | None:
         return None if self.ms_per_call is None else self.ms_per_call * self.calls
-
-
-def _kernel_names(exe) -> tuple[list[str], list[str]]:
-    """(kernel names, VM function names) of a VM executable module, from its statistics and bytecode."""
-    import tvm_ffi
-
-    stats, text = exe["stats"](), exe["as_text"]()
-    m = re.search(r"Globals \(#\d+\): \[(.*)\]", stats)
-    names = m.group(1).split(", ") if m else []
-    vm_funcs = re.findall(r"^@(\S+?):", text, re.MULTILINE)
-    kernels = [n for n in names if n not in vm_funcs and not n.startswith("vm.builtin.")
-               and tvm_ffi.get_global_func(n, allow_missing=True) is None]
-    return kernels, vm_funcs
-
-
-def trace_kernel_calls(exe_bytes: bytes, input_shape, input_dtype: str = "float32",
-                       func: str = "main") -> list[KernelCall]:
-    """Run `func` of a serialized VM executable here with all kernels skipped; return the kernel calls.
-
-    Registers placeholder global functions under the kernel names (the VM resolves every name at
-    load time), so call it in a throwaway process (the profile worker), not in a long-lived one.
-    """
-    import tvm
-    import tvm_ffi
-    from tvm.runtime.vm import VirtualMachine, VMInstrumentReturnKind
-
-    exe = tvm_ffi.get_global_func("ffi.Module.load_from_bytes.relax.VMExecutable")(exe_bytes)
-    kernels, _ = _kernel_names(exe)
-    kernel_set = set(kernels)
-    for name in kernels:
-        tvm_ffi.register_global_func(name, _never_called, override=True)
-    vm = VirtualMachine(exe, tvm.cpu())
-    calls: list[KernelCall] = []
-
-    def instrument(_func, symbol, before_run, _ret, *args):
-        if symbol not in kernel_set:
-            return int(VMInstrumentReturnKind.NO_OP)
-        if before_run:
-            calls.append(KernelCall(str(symbol), [_describe(a) for a in args]))
-        return int(VMInstrumentReturnKind.SKIP_RUN)
-
-    vm.set_instrument(tvm_ffi.convert(instrument))
-    x = tvm.runtime.tensor(np.zeros(tuple(input_shape), dtype=input_dtype))
-    vm[func](x)
-    return calls
-
-
-def _never_called(*_args):
-    raise RuntimeError("placeholder kernel ran during tracing")
-
-
-def _describe(a) -> dict:
-    if hasattr(a, "shape") and hasattr(a, "dtype"):
-        return {"shape": [int(d) for d in a.shape], "dtype": str(a.dtype)}
-    if isinstance(a, bool | int | float | str):
-        return {"scalar": a}
-    try:  # shape tuples and other small objects
-        return {"scalar": [int(v) for v in a]}
-    except TypeError:
-        return {"scalar": str(a)}
 
 
 def group_calls(calls: list[KernelCall]) -> list[tuple[KernelCall, int]]:

@@ -94,7 +94,7 @@ def _looks_emulated(cfg: ProfileConfig) -> bool:
 
 
 def _bundle(artifact: str) -> tuple[dict, Path, str]:
-    from c2f_edge.compile.stage import LIBRARY, read_bundle_manifest
+    from c2f_edge.compile.bundle import LIBRARY, read_bundle_manifest
 
     d = Path(artifact)
     if not d.is_dir():
@@ -218,34 +218,41 @@ def _run_worker(wcfg: dict, timeout: float, on_event=None) -> dict:
     return state
 
 
+# Worker event -> (state key, how the event updates it). "set" stores one field of the event (or, with
+# field None, the whole event), "add" appends a field, "extend" adds a field's list, "flag" sets True.
+_EVENTS = {
+    "stage": ("stage", "set", "stage"),
+    "conditions": ("conditions", "set", None),
+    "loaded": ("loaded", "set", None),
+    "cold_start": ("cold", "set", "ms"),
+    "warmup": ("warmup", "add", "ms"),
+    "timing_method": ("timing_method", "set", "method"),
+    "samples": ("samples", "extend", "ms"),
+    "per_op_plan": ("per_op_plan", "set", None),
+    "kernel": ("kernels", "add", None),
+    "per_op_error": ("per_op_error", "set", "message"),
+    "per_op_done": ("per_op_done", "flag", None),
+    "done": ("done", "flag", None),
+}
+
+
 def _apply(state: dict, ev: dict) -> None:
     kind = ev.pop("event")
-    if kind == "stage":
-        state["stage"] = ev["stage"]
-    elif kind == "conditions":
-        state["conditions"] = ev
-    elif kind == "loaded":
-        state["loaded"] = ev
-    elif kind == "cold_start":
-        state["cold"] = ev["ms"]
-    elif kind == "warmup":
-        state["warmup"].append(ev["ms"])
-    elif kind == "timing_method":
-        state["timing_method"] = ev["method"]
-    elif kind == "samples":
-        state["samples"].extend(ev["ms"])
-    elif kind == "per_op_plan":
-        state["per_op_plan"] = ev
-    elif kind == "kernel":
-        state["kernels"].append(ev)
-    elif kind == "per_op_error":
-        state["per_op_error"] = ev["message"]
-    elif kind == "per_op_done":
-        state["per_op_done"] = True
-    elif kind == "done":
-        state["done"] = True
-    elif kind == "error":
+    if kind == "error":
         state["error"] = {"stage": state["stage"], **ev}
+        return
+    if kind not in _EVENTS:
+        return  # an event from a newer worker: ignore it
+    key, how, field = _EVENTS[kind]
+    value = ev if field is None else ev[field]
+    if how == "set":
+        state[key] = value
+    elif how == "add":
+        state[key].append(value)
+    elif how == "extend":
+        state[key].extend(value)
+    else:
+        state[key] = True
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from c2f_edge.core.errors import first_line
 from c2f_edge.profile import conditions as cond
 from c2f_edge.profile.timing import chunk_sizes
 
@@ -134,7 +135,7 @@ def run(cfg: dict) -> None:
         except Exception as e:  # a breakdown that cannot be made must not cost the latency result
             if _is_connection_error(e):
                 raise
-            emit("per_op_error", message=_first_line(e))
+            emit("per_op_error", message=first_line(e, 300))
     emit("done")
 
 
@@ -158,11 +159,11 @@ def _time_on_client(cfg, vm, dev, bar) -> None:
 def _per_op(cfg, session, dev, rng, bar) -> None:
     import tempfile
 
-    from c2f_edge.backend import bundle_file
+    from c2f_edge.backend import bundle_file, kernel_trace
     from c2f_edge.profile import per_op
 
     emit("stage", stage="per-op trace")
-    calls = per_op.trace_kernel_calls(bundle_file.vm_executable_bytes(cfg["library"]), cfg["input_shape"],
+    calls = kernel_trace.trace_kernel_calls(bundle_file.vm_executable_bytes(cfg["library"]), cfg["input_shape"],
                                       cfg["input_dtype"], cfg.get("function", "main"))
     groups = per_op.group_calls(calls)
     emit("per_op_plan", kernels=len(groups), calls=len(calls))
@@ -181,14 +182,9 @@ def _per_op(cfg, session, dev, rng, bar) -> None:
             except Exception as e:  # one kernel failing must not lose the others
                 if _is_connection_error(e):
                     raise
-                err = _first_line(e)
+                err = first_line(e, 300)
             emit("kernel", name=call.name, signature=call.signature(), calls=n, samples_ms=samples, error=err)
     emit("per_op_done")
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(e).__name__)[:300]
 
 
 def _is_connection_error(e: BaseException) -> bool:
@@ -214,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     except C2FError as e:
         emit("error", type=type(e).__name__, message=str(e), hint=e.hint)
     except Exception as e:  # noqa: BLE001 - everything else is the board's or the session's doing
-        emit("error", type="RemoteError", message=_first_line(e), hint=None,
+        emit("error", type="RemoteError", message=first_line(e, 300), hint=None,
              connection=_is_connection_error(e))
     return 1
 

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from c2f_edge.coreml.check import resolve_package, select_backend
 from c2f_edge.core.errors import ArtifactError, UnsupportedError, UsageError
+from c2f_edge.coreml.check import resolve_package, select_backend
 
 
 def test_auto_picks_predict_only_on_macos_with_runtime():
@@ -39,8 +39,8 @@ def test_not_a_package(tmp_path):
 def test_predict_matches_interpreter_on_macos(coreml_fp32, coreml_photos):
     import numpy as np
 
-    from c2f_edge.coreml.check import run_package
     from c2f_edge.core.images import normalize
+    from c2f_edge.coreml.check import run_package
 
     x = normalize(coreml_photos["astronaut"])[None]
     mac = run_package(coreml_fp32, x, mode="fp32", backend="coreml")

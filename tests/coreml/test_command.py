@@ -65,9 +65,9 @@ def test_failure_mid_build_leaves_nothing(tmp_path, monkeypatch):
     """A compression that fails after conversion: no output dir, no temp dir beside it, no coremltools temp."""
     import tempfile
 
+    from c2f_edge.core.errors import ExportError
     from c2f_edge.coreml import compress
     from c2f_edge.coreml.convert import CoreMLConfig, build_package
-    from c2f_edge.core.errors import ExportError
     from tests.fixtures.coreml import tiny_model
 
     def boom(ml, ct):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from c2f_edge.core.artifacts import IMAGENET_MEAN, IMAGENET_STD
+from c2f_edge.core.images import normalize
 from c2f_edge.coreml import check
 from c2f_edge.coreml._ct import ct
 from c2f_edge.coreml.convert import STEM_CONV, fold_normalization
-from c2f_edge.core.images import normalize
 from c2f_edge.models.conv2former import Block
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from c2f_edge.core.errors import UnsupportedError
 from c2f_edge.coreml import mil_eval
 from c2f_edge.coreml._ct import ct
-from c2f_edge.core.errors import UnsupportedError
 
 
 def _program(build, shape=(1, 4, 9, 9)):

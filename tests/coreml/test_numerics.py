@@ -45,8 +45,8 @@ def _save(model, tmp_path, name, selector):
 
 @pytest.mark.slow
 def test_fp16_layernorm_does_not_overflow(tmp_path):
-    from c2f_edge.coreml.convert import keep_variance_fp32
     from c2f_edge.core.images import normalize, sample_photos
+    from c2f_edge.coreml.convert import keep_variance_fp32
 
     model = _loud_model()
     x = normalize(sample_photos(1, size=SIZE)["astronaut"])[None]

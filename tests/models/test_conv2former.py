@@ -2,6 +2,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +58,66 @@ def test_layernorm_is_channels_first():
     x = torch.randn(2, 8, 5, 5) * 3 + 1
     ref = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (8,), eps=1e-6).permute(0, 3, 1, 2)
     assert torch.allclose(ln(x), ref, atol=1e-5)
+
+
+# --- the forward pass, pinned to upstream --------------------------------------------------------------
+
+GOLDEN = json.loads((Path(__file__).parents[1] / "data" / "golden_logits.json").read_text())
+
+
+def seeded_state_dict(shapes: dict, seed: int = 0) -> dict:
+    """The weights the golden logits were computed with (numpy only, so upstream can be given the same).
+
+    Not the official init: layer scales of 0.1-1 and real BatchNorm statistics, so every block counts."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in sorted(shapes):
+        shape = tuple(shapes[name])
+        if name.endswith("num_batches_tracked"):
+            out[name] = np.array(0, np.int64)
+            continue
+        if name.endswith("running_var"):
+            v = rng.uniform(0.5, 2.0, shape)
+        elif name.endswith("running_mean"):
+            v = rng.normal(0.0, 0.2, shape)
+        elif "layer_scale" in name:
+            v = rng.uniform(0.1, 1.0, shape)
+        elif name.endswith(".bias"):
+            v = rng.normal(0.0, 0.1, shape)
+        elif len(shape) == 1:
+            v = rng.uniform(0.5, 1.5, shape)
+        else:
+            v = rng.normal(0.0, (2.0 / int(np.prod(shape[1:]))) ** 0.5, shape)
+        out[name] = v.astype(np.float32)
+    return out
+
+
+@pytest.mark.parametrize("key", sorted(GOLDEN["models"]))
+def test_logits_match_upstream_conv2former(key):
+    """Logits of the upstream HVision-NKU/Conv2Former code (commit in golden_logits.json), computed once
+    outside this project with the same seeded weights and inputs. Every backend is compared with our
+    torch model, so this is what keeps that model the paper's: a dropped GELU, a reordered residual or
+    another norm fails here."""
+    want = GOLDEN["models"][key]
+    model = create_model("n", kernel_size=want["kernel_size"])
+    sd = seeded_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()})
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+    x = np.random.default_rng(1234).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        got = model(torch.from_numpy(x)).numpy()
+    ref = np.asarray(want["logits"], np.float32)
+    assert got.shape == ref.shape == (2, 1000)
+    assert np.abs(got - ref).max() <= 1e-5, f"max abs diff {np.abs(got - ref).max():.3g} from upstream"
+
+
+def test_golden_logits_depend_on_every_block():
+    """The golden weights make each block matter (with the official 1e-6 layer scales they would not)."""
+    model = create_model("n", kernel_size=11)
+    sd = seeded_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()})
+    sd["stages.2.3.layer_scale_1"][:] = 0.0
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+    x = np.random.default_rng(1234).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        got = model(torch.from_numpy(x)).numpy()
+    ref = np.asarray(GOLDEN["models"]["n_k11"]["logits"], np.float32)
+    assert np.abs(got - ref).max() > 0.05 * np.abs(ref).max()

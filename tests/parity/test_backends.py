@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from c2f_edge.board.remote import open_session, parse_rpc
 from c2f_edge.core.errors import ArtifactError, RemoteError, UsageError
 from c2f_edge.parity import backends
-from c2f_edge.board.remote import open_session, parse_rpc
 
 
 def test_registry_names_the_backends():

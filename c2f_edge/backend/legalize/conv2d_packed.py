@@ -10,6 +10,8 @@ graph changes and no transpose runs at inference time.
 
 from __future__ import annotations
 
+from c2f_edge.backend.ir import static_shape
+
 PACKED_BLOCK = "conv2d_nchw_packed"
 
 
@@ -51,17 +53,6 @@ def conv2d_legalizer(lanes: int):
                           primfunc_name_hint="conv2d")
 
     return legalize
-
-
-def static_shape(expr) -> list[int] | None:
-    """The shape of a Relax expression if every dimension is a constant, else None."""
-    import tvm
-
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    values = getattr(shape, "values", None)
-    if values is None or not all(isinstance(d, tvm.ir.prim.expr.IntImm) for d in values):
-        return None
-    return [int(d) for d in values]
 
 
 def _conv_packed(data, wp, strides, padding, dilation):

@@ -15,7 +15,8 @@ Conv2Former-N that never happens between the image and the classifier.
 
 from __future__ import annotations
 
-from c2f_edge.backend.legalize.conv2d_packed import pack_oihw, static_shape
+from c2f_edge.backend.ir import static_shape
+from c2f_edge.backend.legalize.conv2d_packed import pack_oihw
 
 CONV_BLOCK = "conv2d_nchwc"
 NORM_BLOCKS = ("nchwc_sum", "nchwc_mean", "nchwc_sqdev", "nchwc_var", "nchwc_norm")

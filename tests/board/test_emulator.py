@@ -11,8 +11,8 @@ import pytest
 
 from c2f_edge.board import emulator, rpc
 from c2f_edge.core.errors import RemoteError, ToolchainError
+from tests.board.test_rpc import _affine_module, listeners, run_affine
 from tests.fixtures.boards import AARCH64_TARGET
-from tests.test_rpc import _affine_module, listeners, run_affine
 
 needs_qemu = pytest.mark.skipif(not shutil.which(emulator.QEMU),
                                 reason="qemu-aarch64-static is not installed: run scripts/setup_emulator.sh")

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from c2f_edge.backend import tvm_build
+from c2f_edge.backend import pipeline, tvm_build
 from c2f_edge.backend.passes.block_channels import CONV_BLOCK
 from tests.fixtures.schedules import ARM64, HOST  # HOST: AVX2, blocks of 8 channels
 
@@ -71,7 +71,7 @@ def _torch_model(p, x):
 def _kernels(mod, target):
     import tvm
 
-    fused = tvm_build.legalize_and_fuse(mod, target)
+    fused = pipeline.legalize_and_fuse(mod, target)
     return {gv.name_hint: f.script() for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
 
 

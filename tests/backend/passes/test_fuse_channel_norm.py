@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from c2f_edge.backend import tvm_build
+from c2f_edge.backend import pipeline, tvm_build
 from tests.fixtures.schedules import ARM64, HOST
 
 EPS = 1e-6
@@ -43,7 +43,7 @@ def _reference(x, w, b, exponent=2.0, axis=1):
 def _kernels(mod, target):
     import tvm
 
-    fused = tvm_build.legalize_and_fuse(mod, target)
+    fused = pipeline.legalize_and_fuse(mod, target)
     return sorted(gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
 
 

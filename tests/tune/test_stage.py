@@ -49,7 +49,7 @@ class _Task:
 
 
 def test_plan_resume_counts_done_trials_and_puts_least_tuned_first():
-    from c2f_edge.tune.stage import plan_resume
+    from c2f_edge.tune.resume import plan_resume
 
     tasks = [_Task() for _ in range(4)]
     order, left, done = plan_resume(tasks, [16, 0, 32, 0], trials=100, trials_per_round=16, max_tasks=None)
@@ -60,7 +60,7 @@ def test_plan_resume_counts_done_trials_and_puts_least_tuned_first():
 
 
 def test_bad_rpc_options_are_usage_errors(tiny_onnx, tmp_path):
-    from c2f_edge.tune.stage import TuneConfig, tune
+    from c2f_edge.tune import TuneConfig, tune
 
     with pytest.raises(UsageError, match="--rpc-key"):
         tune(TuneConfig(target="host", onnx=str(tiny_onnx), work_dir=str(tmp_path / "w"), rpc_tracker="127.0.0.1:1"))
@@ -72,16 +72,16 @@ def test_bad_rpc_options_are_usage_errors(tiny_onnx, tmp_path):
 
 
 def test_cross_target_without_board_is_refused(tiny_onnx, tmp_path):
-    from c2f_edge.tune.stage import TuneConfig, tune
+    from c2f_edge.tune import TuneConfig, tune
 
     with pytest.raises(UsageError, match="not this machine"):
         tune(TuneConfig(target="arm64", onnx=str(tiny_onnx), work_dir=str(tmp_path / "w")))
 
 
 def test_unreachable_tracker_is_a_remote_error(tiny_onnx, tmp_path):
-    from c2f_edge.core.errors import RemoteError
     from c2f_edge.board.rpc import free_port
-    from c2f_edge.tune.stage import TuneConfig, tune
+    from c2f_edge.core.errors import RemoteError
+    from c2f_edge.tune import TuneConfig, tune
 
     with pytest.raises(RemoteError):
         tune(TuneConfig(target="host", onnx=str(tiny_onnx), work_dir=str(tmp_path / "w"),
@@ -98,7 +98,7 @@ def test_cli_reports_usage_errors(capsys):
 
 
 def test_kernels_are_measured_with_the_targets_core_count():
-    from c2f_edge.tune.stage import measure_threads
+    from c2f_edge.tune.measure import measure_threads
 
     assert measure_threads({"kind": "llvm", "mcpu": "znver3", "num-cores": 2}) == 2
     assert measure_threads({"kind": "opencl", "host": {"kind": "llvm", "num-cores": 4}}) == 4
@@ -111,7 +111,7 @@ def test_tuning_writes_a_database_with_meta(tiny_tuned, tiny_onnx):
     import onnx
 
     from c2f_edge.backend import targets
-    from c2f_edge.export.stage import graph_signature
+    from c2f_edge.core.onnx_file import graph_signature
 
     log = tuning_db.read_log(tiny_tuned)
     # MetaSchedule checks the budget between rounds, so it may measure a few more than asked.
@@ -139,8 +139,9 @@ def test_every_task_starts_from_its_measured_default_schedule(tiny_tuned, tiny_o
     so replaying the log is never slower than the untuned build."""
     from c2f_edge.backend import targets
     from c2f_edge.backend.schedules import schedule_func
-    from c2f_edge.tune.stage import extract_tasks
-    from c2f_edge.backend.tvm_build import as_target, open_database
+    from c2f_edge.backend.targets import as_target
+    from c2f_edge.backend.tvm_build import open_database
+    from c2f_edge.tune.tasks import extract_tasks
 
     target_json = targets.get("host").to_json()
     tasks = extract_tasks(tiny_onnx, target_json)
@@ -176,7 +177,7 @@ def test_replay_builds_from_the_database_without_measuring(tiny_tuned, tiny_onnx
 
 
 def test_work_dir_for_another_target_or_model_is_refused(tiny_tuned, tiny_onnx, tmp_path):
-    from c2f_edge.tune.stage import TuneConfig, tune
+    from c2f_edge.tune import TuneConfig, tune
 
     other = tmp_path / "other"
     shutil.copytree(tiny_tuned, other)
@@ -190,7 +191,7 @@ def test_work_dir_for_another_target_or_model_is_refused(tiny_tuned, tiny_onnx, 
 
 
 def test_nothing_left_to_do_measures_nothing(tiny_tuned, tiny_onnx, tmp_path):
-    from c2f_edge.tune.stage import TuneConfig, tune
+    from c2f_edge.tune import TuneConfig, tune
 
     work = tmp_path / "again"
     shutil.copytree(tiny_tuned, work)
@@ -204,7 +205,8 @@ def test_tuning_leaves_the_callers_log_handlers_alone(tiny_onnx, tmp_path, capfd
     MetaSchedule's logger setup (`None.format`); it must keep receiving records and stay attached."""
     import logging
 
-    from c2f_edge.tune.stage import MS_LOGGER, TuneConfig, tune
+    from c2f_edge.tune import TuneConfig, tune
+    from c2f_edge.tune.logs import MS_LOGGER
 
     seen = []
 
@@ -267,7 +269,7 @@ def test_interrupted_tuning_resumes_without_losing_records(tiny_onnx, tmp_path):
     meta = json.loads((work / "meta.json").read_text())
     assert 4 <= meta["trials"] <= n1 + 4  # meta follows the records round by round
 
-    from c2f_edge.tune.stage import TuneConfig, tune
+    from c2f_edge.tune import TuneConfig, tune
 
     log = tune(TuneConfig(target="host", trials=n1 + 4, onnx=str(tiny_onnx), work_dir=str(work), trials_per_round=4))
     n2 = log.n_records
@@ -279,7 +281,7 @@ def test_interrupted_tuning_resumes_without_losing_records(tiny_onnx, tmp_path):
 def test_tuning_over_rpc_tracker_measures_on_the_server(tiny_onnx, tmp_path):
     """Tracker and host RPC server on 127.0.0.1, started here and stopped by pid: RPCRunner path."""
     from c2f_edge.board import rpc
-    from c2f_edge.tune.stage import TuneConfig, tune
+    from c2f_edge.tune import TuneConfig, tune
 
     work = tmp_path / "rpc-log"
     tracker = rpc.start_tracker()
@@ -306,8 +308,9 @@ def test_tuning_over_rpc_tracker_measures_on_the_server(tiny_onnx, tmp_path):
 def test_compile_applies_a_conv2former_log_and_matches_pytorch(c2f_tuned, onnx_artifact, tmp_path):
     import torch
 
-    from c2f_edge.compile.stage import CompileConfig, compile_bundle, load_bundle
-    from c2f_edge.export.stage import compare, parity_inputs
+    from c2f_edge.compile import CompileConfig, compile_bundle, load_bundle
+    from c2f_edge.core.images import photo_batch
+    from c2f_edge.core.metrics import logit_metrics
     from c2f_edge.models.weights import load_model
 
     log = tuning_db.read_log(c2f_tuned)
@@ -319,9 +322,9 @@ def test_compile_applies_a_conv2former_log_and_matches_pytorch(c2f_tuned, onnx_a
     man = json.loads((bundle / "manifest.json").read_text())
     assert man["tuning"]["status"] == "tuned" and man["tuning"]["log"]["records"] == log.n_records
 
-    x = parity_inputs(2)
+    x = photo_batch(2)
     model, _ = load_model("n", weights="synthetic", seed=0)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
-    res = compare(ref, load_bundle(bundle)(x))
+    res = logit_metrics(ref, load_bundle(bundle)(x))
     assert res["max_abs_diff"] < 1e-4 and res["top1_agreement"] == 1.0, res

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from c2f_edge.backend import tvm_build
+from c2f_edge.backend import pipeline, tvm_build
 from c2f_edge.backend.legalize.conv2d_packed import PACKED_BLOCK, pack_oihw, pack_width
 from tests.fixtures.schedules import ARM64, HOST
 
@@ -53,10 +53,10 @@ def test_packed_conv_matches_torch(stride, padding, dilation, kernel):
     w = rng.standard_normal((16, 5, kernel, kernel)).astype("float32")
     x = rng.standard_normal((1, 5, 15, 15)).astype("float32")
     mod = _conv_module(w, stride, padding, dilation)
-    fused = tvm_build.legalize_and_fuse(mod, HOST, blocked=False)
+    fused = pipeline.legalize_and_fuse(mod, HOST, blocked=False)
     scripts = [f.script() for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert any(PACKED_BLOCK in s for s in scripts)  # the packed compute, not the stock one
-    ex = tvm_build.build(mod, None, HOST)  # blocked output (c2f_edge.cpu_blocked) unless dilated
+    ex = tvm_build.build(mod, None, HOST)  # blocked output (backend/passes/block_channels.py) unless dilated
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=stride,
                                       padding=padding, dilation=dilation).numpy()
@@ -69,7 +69,7 @@ def test_depthwise_and_non_register_multiple_convs_keep_the_stock_compute():
     rng = np.random.default_rng(1)
     for w, groups in [(rng.standard_normal((8, 1, 3, 3)).astype("float32"), 8),
                       (rng.standard_normal((6, 8, 1, 1)).astype("float32"), 1)]:
-        fused = tvm_build.legalize_and_fuse(_conv_module(w, (1, 1), (1, 1), (1, 1), groups=groups), HOST,
+        fused = pipeline.legalize_and_fuse(_conv_module(w, (1, 1), (1, 1), (1, 1), groups=groups), HOST,
                                             blocked=False)
         assert not any(PACKED_BLOCK in f.script() for _, f in fused.functions_items()
                        if isinstance(f, tvm.tirx.PrimFunc))
@@ -80,7 +80,7 @@ def test_gpu_targets_keep_the_stock_conv():
 
     w = np.ones((16, 4, 1, 1), dtype="float32")
     gpu = {"kind": "opencl", "host": ARM64}
-    fused = tvm_build.legalize_and_fuse(_conv_module(w, (1, 1), (0, 0), (1, 1)), gpu)
+    fused = pipeline.legalize_and_fuse(_conv_module(w, (1, 1), (0, 0), (1, 1)), gpu)
     assert not any(PACKED_BLOCK in f.script() for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
 
 
@@ -114,5 +114,5 @@ def test_a_symbolic_batch_keeps_the_stock_conv():
         with bb.dataflow():
             out = bb.emit_output(bb.emit(relax.op.nn.conv2d(x, relax.const(np.ones((16, 4, 1, 1), "float32")))))
         bb.emit_func_output(out)
-    fused = tvm_build.legalize_and_fuse(bb.get(), HOST)
+    fused = pipeline.legalize_and_fuse(bb.get(), HOST)
     assert PACKED_BLOCK not in fused.script() and "nchwc" not in fused.script()

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from c2f_edge.backend import schedules as cpu_schedules
+from c2f_edge.backend import schedules
 from c2f_edge.backend.schedules import BlockedNorm, ChannelNorm, CpuSpec, TiledReduction, cpu_spec
-from c2f_edge.backend.tvm_build import as_target
+from c2f_edge.backend.schedules.base import vector_factor
+from c2f_edge.backend.targets import as_target
 from tests.fixtures.schedules import ARM64, ARMV7, HOST
 
 
@@ -27,7 +28,7 @@ def _pick(kernels, pred):
 
 
 KINDS = {
-    # one representative per operator family of Conv2Former-N, activations blocked (c2f_edge.cpu_blocked):
+    # one representative per operator family of Conv2Former-N, activations blocked (backend/passes/block_channels.py):
     # dense conv weights [O/b, I/b, kh, kw, b, b], depthwise [C/b, kh, kw, b], the stem's [O/b, 3, kh, kw, b]
     "1x1 conv + GELU": lambda n, s: "gelu" in n and len(s[1]) == 6 and s[1][2:4] == (1, 1),
     "1x1 conv + residual": lambda n, s: len(s[1]) == 6 and s[1][2:4] == (1, 1) and len(s) == 5,
@@ -71,7 +72,7 @@ def test_every_kernel_of_the_model_gets_a_parallel_schedule(host_kernels):
     target = as_target(HOST)
     mod = tvm.IRModule({n: f.with_attr("target", target) for n, f in host_kernels.items()})
     with target:
-        out = cpu_schedules.default_schedule()(mod)
+        out = schedules.default_schedule()(mod)
     unscheduled = [n for n in host_kernels if not out[n].attrs.get("tirx.is_scheduled")]
     assert not unscheduled
     serial = [n for n in host_kernels if "T.parallel" not in out[n].script()]
@@ -80,7 +81,7 @@ def test_every_kernel_of_the_model_gets_a_parallel_schedule(host_kernels):
     tiled = [n for n in host_kernels if "conv" in n or "matmul" in n]
     assert len(tiled) >= 30
     for n in tiled:
-        assert cpu_schedules.schedule_func(host_kernels[n], target) is not None
+        assert schedules.schedule_func(host_kernels[n], target) is not None
         assert TiledReduction().apply(host_kernels[n], target, False) is not None, n
         assert "T.vectorized" in out[n].script(), n
 
@@ -89,7 +90,7 @@ def test_every_kernel_of_the_model_gets_a_parallel_schedule(host_kernels):
 def test_default_schedule_computes_what_the_kernel_computes(host_kernels, kind):
     name = _pick(host_kernels, KINDS[kind])
     func = host_kernels[name]
-    sch = cpu_schedules.schedule_func(func, as_target(HOST))
+    sch = schedules.schedule_func(func, as_target(HOST))
     assert sch is not None
     inputs = _inputs(func)
     want = _run(func, HOST, [a.copy() for a in inputs])
@@ -125,7 +126,7 @@ def test_a_kernel_already_scheduled_is_left_alone(host_kernels):
     marked = host_kernels[name].with_attr("tirx.is_scheduled", True)
     target = as_target(HOST)
     with target:
-        out = cpu_schedules.default_schedule()(tvm.IRModule({name: marked.with_attr("target", target)}))
+        out = schedules.default_schedule()(tvm.IRModule({name: marked.with_attr("target", target)}))
     assert "T.parallel" not in out[name].script()
 
 
@@ -143,7 +144,7 @@ def test_a_kernel_no_rule_knows_is_declined_not_broken():
 
     target = as_target(HOST)
     assert TiledReduction().apply(gather, target, False) is None
-    sch = cpu_schedules.schedule_func(gather, target)  # the elementwise rule still threads it
+    sch = schedules.schedule_func(gather, target)  # the elementwise rule still threads it
     inputs = [np.arange(16, dtype="float32"), np.array([3, 1, 4, 1, 5, 9, 2, 6], dtype="int64"),
               np.zeros(8, dtype="float32")]
     assert np.array_equal(_run(sch.mod["main"], HOST, inputs), inputs[0][inputs[1]])
@@ -155,7 +156,7 @@ def test_a_kernel_no_rule_knows_is_declined_not_broken():
     (16, {56: 8, 28: 14, 14: 14, 7: 7, 3136: 32}),  # AVX-512: never 28 (a register and three quarters)
 ])
 def test_vector_factor_prefers_whole_power_of_two_pieces(lanes, want):
-    assert {n: cpu_schedules._vector_factor(n, lanes) for n in want} == want
+    assert {n: vector_factor(n, lanes) for n in want} == want
 
 
 def _tile_loops(sch, block_name):

@@ -32,7 +32,7 @@ def builder():
 
 def _host():
     from c2f_edge.backend import targets
-    from c2f_edge.backend.tvm_build import as_target
+    from c2f_edge.backend.targets import as_target
 
     return as_target(targets.get("host").to_json())
 

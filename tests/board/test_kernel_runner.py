@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from c2f_edge.core.errors import ArtifactError, RemoteError
 from c2f_edge.board.kernel_runner import KernelRunner, emulation_for, run_bundle
+from c2f_edge.core.errors import ArtifactError, RemoteError
 from tests.fixtures.profiling import TINY_SHAPE, build_tiny_bundle
 
 pytestmark = pytest.mark.emulated
@@ -23,7 +23,7 @@ def tiny_pair(tmp_path_factory):
 
 
 def test_a_tiny_armv7_bundle_computes_what_the_host_build_computes(tiny_pair):
-    from c2f_edge.compile.stage import load_bundle
+    from c2f_edge.compile import load_bundle
 
     host, armv7 = tiny_pair
     x = np.random.default_rng(0).standard_normal(TINY_SHAPE).astype("float32")

@@ -5,10 +5,11 @@ import onnx
 import pytest
 import torch
 
-from c2f_edge.export import stage as export_mod
 from c2f_edge.core.errors import ArtifactError, OutputMismatchError
-from c2f_edge.export.stage import ExportConfig, export_onnx, load_onnx
 from c2f_edge.core.images import batch, sample_photos
+from c2f_edge.core.onnx_file import load_onnx
+from c2f_edge.export import ExportConfig, export_onnx
+from c2f_edge.export import stage as export_mod
 
 
 def test_export_writes_one_checked_simplified_file(onnx_artifact):
@@ -55,7 +56,7 @@ def test_onnxruntime_matches_torch_on_real_photos(onnx_artifact, synthetic_model
 
 
 def test_graph_signature_ignores_weights_but_not_structure(onnx_artifact):
-    from c2f_edge.export.stage import graph_signature
+    from c2f_edge.core.onnx_file import graph_signature
 
     model = onnx.load(str(onnx_artifact / "model.onnx"))
     sig = graph_signature(model)

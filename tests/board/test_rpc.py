@@ -15,7 +15,7 @@ import pytest
 from c2f_edge.board import rpc
 from c2f_edge.core.errors import RemoteError, UsageError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _affine_module(n: int = 16):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from c2f_edge.core.errors import ArtifactError, UnsupportedError
 from c2f_edge.backend import bundle_file
+from c2f_edge.core.errors import ArtifactError, UnsupportedError
 
 
 def test_blob_roundtrip_and_vm_bytes(tiny_bundle):

@@ -1,0 +1,101 @@
+"""The Relax pipeline of a build, in order, and its version.
+
+    legalize_and_fuse(mod, target)   the form MetaSchedule extracts tasks from (tuning records are
+                                     keyed on these kernels, so the build runs the same phases)
+    pipeline(target, database)       legalize and fuse, replay tuning records, default schedules, lower
+
+Phases, in order: CPU graph rewrites (passes/), inference decompositions, the blocked layout
+(passes/), legalization (stock, plus legalize/), fusion; then tuning records, the default schedules
+(schedules/ on CPUs, dlight on GPUs) and TVM's own lowering for the device.
+"""
+
+from __future__ import annotations
+
+from c2f_edge.backend.targets import as_target, is_gpu
+
+# Bump when a change here (or in passes/, legalize/, schedules/ where it changes which kernels are
+# built) alters the kernels: tuning logs record it, and old records would otherwise silently stop matching.
+PIPELINE_VERSION = 4
+
+
+def legalize_and_fuse(mod, target, blocked: bool = True):
+    """Inference decompositions + legalize to TIR + fuse: the form MetaSchedule extracts tasks from.
+
+    blocked=False keeps CPU activations NCHW (what channel counts that are no multiple of the lanes get).
+    """
+    import tvm
+
+    target = as_target(target)
+    with target:
+        return tvm.transform.Sequential(legalize_and_fuse_passes(cpu=not is_gpu(target), blocked=blocked))(mod)
+
+
+def legalize_and_fuse_passes(cpu: bool, blocked: bool = True) -> list:
+    """Built inside `with target:`; the CPU conv packing reads the vector width from Target.current()."""
+    import tvm
+    from tvm.relax import transform as T
+
+    from c2f_edge.backend.legalize.gelu import gelu_fast_erf
+
+    custom = {"relax.nn.gelu": gelu_fast_erf}
+    rewrites, layout = [], []
+    if cpu:
+        from c2f_edge.backend.legalize.conv2d_packed import conv2d_legalizer
+        from c2f_edge.backend.legalize.layer_norm import layer_norm_legalizer
+        from c2f_edge.backend.passes.block_channels import to_blocked
+        from c2f_edge.backend.passes.fuse_channel_norm import fuse_channel_norm
+        from c2f_edge.backend.schedules.cpu_spec import cpu_spec
+
+        lanes = cpu_spec(tvm.target.Target.current()).lanes
+        rewrites.append(fuse_channel_norm())
+        custom["relax.nn.conv2d"] = conv2d_legalizer(lanes)
+        custom["relax.nn.layer_norm"] = layer_norm_legalizer()
+        if blocked:  # the batch norms are decomposed first, so only the blocked forms remain
+            layout.append(to_blocked(lanes))
+    return [*rewrites, T.DecomposeOpsForInference(), *layout, T.CanonicalizeBindings(),
+            T.LegalizeOps(customize_legalize_map=custom), T.AnnotateTIROpPattern(),
+            T.FoldConstant(), T.FuseOps(), T.FuseTIR()]
+
+
+def default_schedule(gpu: bool):
+    """Schedules for every kernel no tuning record covers (a record always wins): dlight's on GPUs, where
+    every PrimFunc needs thread bindings; c2f-edge's CPU rules (tiled, parallel, vectorized) otherwise."""
+    if gpu:
+        from tvm.s_tir import dlight as dl
+
+        return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                       dl.gpu.GeneralReduction(), dl.gpu.Fallback())
+    from c2f_edge.backend.schedules import default_schedule as cpu_default
+
+    return cpu_default()
+
+
+def pipeline(target, database=None):
+    """The Relax pipeline for one target. database: a MetaSchedule Database to replay (no
+    measurement), or None for untuned kernels."""
+    import tvm
+    from tvm.relax import backend
+    from tvm.relax import transform as T
+
+    target = as_target(target)
+    gpu = is_gpu(target)
+    # The stock lowering passes per device kind (cpu_generic's __init__ does not export them all).
+    if gpu:
+        from tvm.relax.backend.gpu_generic import pipeline as lower
+    else:
+        from tvm.relax.backend.cpu_generic import pipeline as lower
+
+    @tvm.transform.module_pass(opt_level=0, name="c2f_edge_pipeline")
+    def _pipeline(mod, _ctx):
+        with target:  # some passes read Target.current() when they are constructed
+            passes = [backend.DispatchSampling(), backend.DispatchSortScan(), *legalize_and_fuse_passes(cpu=not gpu)]
+            if database is not None:
+                passes.append(T.MetaScheduleApplyDatabase(enable_warning=False))
+            passes.append(default_schedule(gpu))
+            passes += lower.dataflow_lower_passes(target) + lower.finalize_passes(target)
+            if database is None:
+                return tvm.transform.Sequential(passes)(mod)
+            with database:
+                return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline

@@ -1,0 +1,231 @@
+"""Kernels with exactly one reduction block (convolutions, matmuls, means): output tiles in parallel,
+a register tile accumulated over the whole reduction, the fused epilogue applied while it is in
+registers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from c2f_edge.backend.schedules.base import (
+    REDUCE,
+    Rule,
+    has_if_then_else,
+    is_reduction,
+    loop_extent,
+    parallel_vectorize,
+    root_blocks,
+    vector_factor,
+)
+from c2f_edge.backend.schedules.cpu_spec import MAX_ACCUMULATORS
+
+
+class TiledReduction(Rule):
+    """Kernels with exactly one reduction block: convolutions, matmuls, means."""
+
+    def schedule(self, sch, spec) -> bool:
+        blocks = root_blocks(sch)
+        reductions = [b for b in blocks if is_reduction(sch, b)]
+        if len(reductions) != 1:
+            return False
+        main = reductions[0]
+        before, after = blocks[: blocks.index(main)], blocks[blocks.index(main) + 1:]
+        padded = []
+        for b in before:
+            if has_if_then_else(sch, b):
+                padded.append(b)  # a real pad: inlined it would put a branch in the inner loop
+            else:
+                sch.compute_inline(b)
+        for b in after[:-1]:
+            sch.compute_inline(b)  # one epilogue block remains (or none)
+        epilogue = after[-1] if after else None
+
+        tile = _tile_reduction(sch, main, spec)
+        if tile is None:
+            return False
+        writeback = sch.cache_write(main, 0, "local")
+        rank = len(sch.get(main).writes[0].region)
+        if tile.vec_dim != rank - 1:  # accumulators contiguous along the vector axis, or no registers
+            keep = [d for d in range(rank) if d != tile.vec_dim] + [tile.vec_dim]
+            sch.transform_layout(main, ("write", 0), lambda *idx: [idx[d] for d in keep])
+        if epilogue is not None:
+            sch.compute_inline(writeback)
+            tail = epilogue
+        else:
+            tail = writeback
+        sch.reverse_compute_at(tail, tile.outer, preserve_unit_loops=True)
+        _vectorize_tail(sch, tail, spec, tile.vec_dim)
+        init = sch.decompose_reduction(main, sch.get_loops(main)[1])
+        _vectorize_tail(sch, init, spec, len(sch.get_loops(init)) - 2)
+        for b in padded:
+            parallel_vectorize(sch, b, spec, vectorize=False)
+        return True
+
+
+@dataclass
+class Tile:
+    outer: object  # the fused, parallel loop over output tiles
+    vec_dim: int  # which output dimension the register tile vectorizes
+
+
+def _tile_reduction(sch, block, spec):
+    """Split and reorder the reduction block's loops into outer tiles x reduction x register tile."""
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    ivs = list(stmt.iter_vars)
+    if len(loops) != len(ivs) or any(loop_extent(sch, lp) != int(iv.dom.extent) for lp, iv in zip(loops, ivs)):
+        return None  # not the plain one-loop-per-axis form LegalizeOps emits
+    spatial = [i for i, iv in enumerate(ivs) if int(iv.iter_type) != REDUCE]
+    reduce = [i for i, iv in enumerate(ivs) if int(iv.iter_type) == REDUCE]
+    live = [i for i in spatial if int(ivs[i].dom.extent) > 1]
+    if not live:
+        return None
+    write = stmt.writes[0]
+    out_dim = {}
+    for d, rg in enumerate(write.region):
+        for i in spatial:
+            if rg.min.same_as(ivs[i].var):
+                out_dim[i] = d
+    reads = [r for r in stmt.reads if not r.source.same_as(write.source)]
+
+    def indexed_by(i):
+        return [k for k, r in enumerate(reads) if any(_uses(rg.min, ivs[i].var) for rg in r.region)]
+
+    def contiguous(i):  # every read that moves with axis i moves along its last dimension, unit stride
+        return all(_unit_stride(reads[k].region[-1].min, ivs[i].var, spec.lanes) for k in indexed_by(i))
+
+    def last_dim_of_read(i):
+        return any(_uses(reads[k].region[-1].min, ivs[i].var) for k in indexed_by(i))
+
+    # The vector axis: the contiguous dimension of an operand that fills whole registers (a prepacked
+    # weight's output channel: then every operand is a plain load or a broadcast); else the output's
+    # innermost axis.
+    write_last = next((i for i in live if out_dim.get(i) == len(write.region) - 1), None)
+    choices = [i for i in live if i in out_dim and contiguous(i)
+               and (i == write_last or last_dim_of_read(i))]
+    full = [i for i in choices if int(ivs[i].dom.extent) % spec.lanes == 0]
+    packed = [i for i in full if i != write_last]
+    if packed:
+        vec, v = packed[-1], spec.lanes
+    elif write_last in full:
+        vec, v = write_last, spec.lanes
+    elif write_last in choices:
+        vec = write_last
+        v = vector_factor(int(ivs[vec].dom.extent), spec.lanes)
+    else:
+        return None
+    regs = -(-v // spec.lanes)
+
+    # Where some operand is a broadcast (not indexed by the vector axis), an axis that moves only the
+    # vector operands gives a second vector that meets the same broadcasts: the output-channel blocks of
+    # a blocked conv (1.15-1.2x on its 1x1 convs on AVX-512; 4 vectors were slower than 2).
+    vector_operands = set(indexed_by(vec))
+    second_vector = set()
+    if len(vector_operands) < len(reads):
+        second_vector = {i for i in live if i != vec and i in out_dim and set(indexed_by(i)) <= vector_operands}
+
+    def register_tile(nv):
+        """Factors of the axes whose tile reuses a loaded operand (one read ignores them), innermost first."""
+        budget = max(1, min(spec.accumulators, MAX_ACCUMULATORS) // (nv * regs))
+        factors = {}
+        innermost_first = [i for i in live if i != vec][::-1]
+        for i in sorted(innermost_first, key=lambda i: i not in second_vector):
+            if i not in out_dim or len(indexed_by(i)) == len(reads) or budget < 2:
+                continue
+            f = _divisor(int(ivs[i].dom.extent), min(2 if i in second_vector else 8, budget))
+            if f > 1:
+                factors[i] = f
+                budget //= f
+        return factors, nv * regs * math.prod(factors.values())
+
+    # A packed weight's output channels take two vectors: each loaded weight vector then meets the same
+    # broadcasts twice (1.1-1.3x on the 1x1 convs, AVX2 and AVX-512) -- unless the pixels then tile
+    # badly (7-pixel rows on AVX2: 2 accumulators, 2.5x slower). More than 16 accumulators in all ran
+    # slower on AVX-512: LLVM spills.
+    factors, single = register_tile(1)
+    nv = 1
+    if vec != write_last and int(ivs[vec].dom.extent) % (2 * v) == 0:
+        pair_factors, pair = register_tile(2)
+        if 2 * pair >= single:
+            factors, nv = pair_factors, 2
+    outer, inner = {}, {}
+    for i in spatial:
+        if i == vec and nv > 1:
+            outer[i], pair, inner[i] = sch.split(loops[i], factors=[None, nv, v])
+        elif i == vec:
+            outer[i], inner[i] = sch.split(loops[i], factors=[None, v])
+        elif i in factors:
+            outer[i], inner[i] = sch.split(loops[i], factors=[None, factors[i]])
+        else:
+            outer[i] = loops[i]
+    # Outer order: the larger operand's tile stays fixed while the inner outer loops stream the
+    # smaller one past it, so the larger is read from memory once (1.2x on the 56x56 fc2 alone, 3% on
+    # the whole model against doing so only past 1 MiB): the weights for late stages, the activation
+    # for early ones.
+    vec_bytes = sum(_bytes(reads[k]) for k in vector_operands)
+    other_bytes = sum(_bytes(r) for k, r in enumerate(reads) if k not in vector_operands)
+    first = 1 if other_bytes > vec_bytes else 0
+    outer_order = sorted(spatial, key=lambda i: first if vector_operands & set(indexed_by(i)) else 1 - first)
+    inner_order = [i for i in spatial if i in inner and i != vec] + [vec]
+    tile = [inner[i] for i in inner_order]
+    if nv > 1:
+        tile.insert(0, pair)
+    sch.reorder(*[outer[i] for i in outer_order], *[loops[i] for i in reduce], *tile)
+    fused = sch.fuse(*[outer[i] for i in outer_order])
+    sch.parallel(fused)
+    for lp in tile[:-1]:
+        sch.unroll(lp)
+    sch.vectorize(inner[vec])
+    return Tile(outer=fused, vec_dim=out_dim[vec])
+
+
+def _vectorize_tail(sch, block, spec, vec_dim: int) -> None:
+    """A block placed under the tile loop: vectorize the tile's vector dimension, unroll the rest."""
+    loops = sch.get_loops(block)[1:]
+    if not loops:
+        return
+    if vec_dim < len(loops) - 1:
+        order = [lp for d, lp in enumerate(loops) if d != vec_dim] + [loops[vec_dim]]
+        sch.reorder(*order)
+        loops = order
+    last = loops[-1]
+    n = loop_extent(sch, last)
+    if n > 4 * spec.lanes:
+        _, last = sch.split(last, factors=[None, vector_factor(n, spec.lanes)])
+    sch.vectorize(last)
+    for lp in loops[:-1]:
+        if loop_extent(sch, lp) <= 8:
+            sch.unroll(lp)
+
+
+def _bytes(region) -> int:
+    """Size of the whole buffer a read region belongs to."""
+    n = max(1, region.source.dtype.bits // 8)
+    for d in region.source.shape:
+        n *= int(d)
+    return n
+
+
+def _uses(expr, var) -> bool:
+    from tvm.tirx.analysis import undefined_vars
+
+    return any(v.same_as(var) for v in undefined_vars(expr))
+
+
+def _divisor(extent: int, limit: int) -> int:
+    return max(d for d in range(1, max(1, min(extent, limit)) + 1) if extent % d == 0)
+
+
+def _unit_stride(expr, var, lanes: int = 1) -> bool:
+    """expr is `var` plus terms free of it (so consecutive var values are consecutive addresses),
+    or `var % P` of a packed layout whose blocks P hold whole vectors."""
+    from tvm import tirx
+
+    if isinstance(expr, tirx.Var):
+        return expr.same_as(var)
+    if isinstance(expr, tirx.FloorMod) and isinstance(expr.b, tirx.IntImm):
+        return isinstance(expr.a, tirx.Var) and expr.a.same_as(var) and int(expr.b) % lanes == 0
+    if isinstance(expr, tirx.Add):
+        a, b = _uses(expr.a, var), _uses(expr.b, var)
+        return (a != b) and _unit_stride(expr.a if a else expr.b, var, lanes)
+    return False

@@ -1,0 +1,48 @@
+"""ONNX Runtime (CPU) on an exported ONNX file, simplified or raw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from c2f_edge.core.errors import ArtifactError
+from c2f_edge.core.onnx_file import load_onnx, ort_session, run_ort
+from c2f_edge.parity.backends.base import Backend, manifest_or_empty, register_backend
+
+
+def _onnx_file(artifact: Path) -> Path:
+    p = artifact / "model.onnx" if artifact.is_dir() else artifact
+    if not p.is_file():
+        raise ArtifactError(f"ONNX file not found: {p}", hint="run `c2f-edge export` first, or fix the path")
+    return p
+
+
+@register_backend
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime (CPU) on an exported ONNX: the simplified `c2f-edge export` output, or the raw
+    pre-simplification export (export.raw)."""
+
+    name = "onnxruntime"
+    description = "ONNX Runtime CPU on model.onnx"
+    artifact_kinds = ("onnx", "onnx-raw")
+
+    def __init__(self, artifact, options):
+        super().__init__(artifact, options)
+        self.path = _onnx_file(self.artifact)
+        self.kind = manifest_or_empty(self.path.parent).get("kind", "onnx")
+        self.model = load_onnx(self.path, check=False)
+        self.session = ort_session(self.model)
+
+    @property
+    def label(self):
+        return "onnxruntime[raw]" if self.kind == "onnx-raw" else "onnxruntime"
+
+    def run(self, x):
+        return run_ort(self.session, x)
+
+    def probe(self, x, boundaries):
+        from c2f_edge.export import scopes
+
+        tensors = scopes.boundary_tensors_for(self.model, self.path, boundaries)
+        probed = scopes.with_outputs(self.model, list(tensors.values()))
+        outs = run_ort(ort_session(probed), x, outputs=list(tensors.values()))
+        return dict(zip(tensors, outs))

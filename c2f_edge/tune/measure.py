@@ -1,0 +1,124 @@
+"""Where and how candidates are measured: the target and its linker, this CPU or a board over RPC,
+the threads, and what the log records about the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+from c2f_edge.core.errors import UsageError
+
+
+def resolve_target(name: str, cross_compiler: str | None = None):
+    """Target name -> (target JSON exactly as compile builds it, fcompile for candidates or None).
+
+    Uses the target registry (backend.targets). Cross targets get the cross-linker from
+    c2f_edge.backend.crosslink, so candidates load on a board that has no compiler.
+    """
+    from c2f_edge.backend import crosslink, targets
+
+    spec = targets.get(name)
+    spec.check()
+    fcompile = None if spec.runs_here and not cross_compiler else crosslink.linker_for(spec, cross_compiler)
+    return spec, spec.to_json(), fcompile
+
+
+def host_machine() -> dict:
+    """Where a local tuning run measured: CPU model, cores, OS."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import tvm
+
+    return {"kind": "local", "cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine(),
+            "llvm_mcpu": tvm.target.codegen.llvm_get_system_cpu(), "os": f"{platform.system()} {platform.release()}",
+            "node": platform.node()}
+
+
+
+def parse_hostport(s: str, flag: str) -> tuple[str, int]:
+    host, _, port = (s or "").rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"{flag} must be HOST:PORT, got {s!r}", hint=f"e.g. {flag} 127.0.0.1:9190")
+    return host, int(port)
+
+
+class DirectSession:
+    """Picklable f_create_session for RPCRunner: connect to one server without a tracker."""
+
+    def __init__(self, host: str, port: int, timeout: int):
+        self.host, self.port, self.timeout = host, port, timeout
+
+    def __call__(self, _rpc_config):
+        from tvm import rpc
+
+        return rpc.connect(self.host, self.port, session_timeout=self.timeout)
+
+
+def remote_machine(cfg) -> dict:
+    """Where an RPC tuning run measures; opening a session first also fails fast (RemoteError) when the
+    tracker, key or server is not there, instead of every candidate timing out."""
+    from c2f_edge.board import rpc
+
+    if cfg.rpc:
+        sess = rpc.connect(cfg.rpc, session_timeout=cfg.session_timeout_s)
+        info = {"kind": "rpc", "server": cfg.rpc}
+    else:
+        sess = rpc.connect(tracker=cfg.rpc_tracker, key=cfg.rpc_key, session_timeout=cfg.session_timeout_s)
+        info = {"kind": "rpc", "tracker": cfg.rpc_tracker, "key": cfg.rpc_key}
+    dev = sess.cpu(0)
+    info["remote_cpu_present"] = bool(dev.exist)
+    del sess
+    return info
+
+
+def make_runner(cfg, timeout_s: float):
+    from tvm.s_tir import meta_schedule as ms
+
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100, enable_cpu_cache_flush=False)
+    if cfg.rpc:
+        host, port = parse_hostport(cfg.rpc, "--rpc")
+        rc = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key="direct",
+                                 session_timeout_sec=cfg.session_timeout_s)
+        return ms.runner.RPCRunner(rc, evaluator, f_create_session=DirectSession(host, port, cfg.session_timeout_s))
+    if cfg.rpc_tracker:
+        host, port = parse_hostport(cfg.rpc_tracker, "--rpc-tracker")
+        rc = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=cfg.rpc_key,
+                                 session_timeout_sec=cfg.session_timeout_s)
+        return ms.runner.RPCRunner(rc, evaluator)
+    return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator)
+
+
+def measure_threads(target_json: dict) -> int | None:
+    """Threads the kernels are measured with: the target's core count (what a deployment uses)."""
+    cores = target_json.get("num-cores") or (target_json.get("host") or {}).get("num-cores")
+    return int(cores) if cores else None
+
+
+def import_cpu_intrinsics(target_json: dict) -> None:
+    """Import MetaSchedule's tensor intrinsics without the CUDA ones, for a CPU target.
+
+    TuneContext imports `tvm.s_tir.tensor_intrin`, whose CUDA part alone parses hundreds of TVMScript
+    functions (about 24 s here, minutes on busy cores) that a CPU schedule never uses. A placeholder
+    stands in for `tensor_intrin.cuda` during that import and is removed right after, so a later
+    GPU build in the same process still imports the real module.
+    """
+    import types
+
+    if target_json.get("kind") != "llvm" or "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    name = "tvm.s_tir.tensor_intrin.cuda"
+    sys.modules[name] = types.ModuleType(name)
+    try:
+        import tvm.s_tir.tensor_intrin as ti
+    finally:
+        del sys.modules[name]
+    if isinstance(getattr(ti, "cuda", None), types.ModuleType) and not hasattr(ti.cuda, "__file__"):
+        delattr(ti, "cuda")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 import traceback
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _hash_checks(not getattr(args, "no_verify_hash", False)):
+            return int(args.func(args) or 0)
     except C2FError as e:
         if args.verbose:
             traceback.print_exc()
@@ -68,6 +71,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _hash_checks(enabled: bool):
+    """--no-verify-hash, for this command only; an environment variable, so the children it starts
+    (the profile worker, the qemu kernel runner) skip the check too."""
+    from c2f_edge.core.artifacts import VERIFY_HASH_ENV
+
+    if enabled:
+        yield
+        return
+    saved = os.environ.get(VERIFY_HASH_ENV)
+    os.environ[VERIFY_HASH_ENV] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(VERIFY_HASH_ENV, None)
+        else:
+            os.environ[VERIFY_HASH_ENV] = saved
 
 
 if __name__ == "__main__":

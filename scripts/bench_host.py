@@ -32,7 +32,9 @@ from pathlib import Path
 
 # Conv2Former-N at 224x224: 2.41 GMACs = 4.81 GFLOP per image.
 GFLOP_PER_IMAGE = 4.81
-NAMES = ("torch_eager", "torch_channels_last", "onnxruntime", "tvm_untuned", "tvm_tuned")
+NAMES = ("torch_eager", "torch_channels_last", "onnxruntime", "tvm_untuned", "tvm_tuned", "tvm_untuned_nchw")
+# TVM rows: (tuning log, blocked layout). tvm_untuned_nchw is the layout ablation, timed only with --with-nchw.
+TVM_BUILDS = {"tvm_untuned": ("none", True), "tvm_tuned": (None, True), "tvm_untuned_nchw": ("none", False)}
 THREAD_VARS = ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 SCRIPT = os.path.abspath(__file__)
 
@@ -55,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--bundle-dir", default="build/bench", help="where the TVM bundles are kept")
     p.add_argument("--rebuild", action="store_true", help="recompile the TVM bundles")
     p.add_argument("--skip", nargs="*", default=[], choices=NAMES, help="backends to leave out")
+    p.add_argument("--with-nchw", action="store_true",
+                   help="also time TVM untuned with activations left NCHW (what the blocked layout buys)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     # How the parent starts a child: it times one backend (or the sgemm peak) for one round, with --runs and
     # --max-seconds already cut down to that round's share, and leaves its results in --workdir.
@@ -235,7 +239,8 @@ def ensure_onnx(path: str | None) -> Path:
     return export_onnx(ExportConfig(weights="synthetic", out=str(p.parent)))
 
 
-def tvm_bundle(onnx: Path, out: Path, tuning_log: str, rebuild: bool) -> tuple[Path, float | None]:
+def tvm_bundle(onnx: Path, out: Path, tuning_log: str, rebuild: bool,
+               blocked: bool = True) -> tuple[Path, float | None]:
     from c2f_edge.backend.pipeline import PIPELINE_VERSION
     from c2f_edge.compile import CompileConfig, compile_bundle
     from c2f_edge.core.artifacts import sha256_file
@@ -244,10 +249,11 @@ def tvm_bundle(onnx: Path, out: Path, tuning_log: str, rebuild: bool) -> tuple[P
         m = json.loads((out / "manifest.json").read_text())
         same_pipeline = m.get("versions", {}).get("c2f-edge pipeline") == PIPELINE_VERSION
         if same_pipeline and m.get("onnx", {}).get("sha256") == sha256_file(onnx) \
-                and m["config"].get("tuning_log") == tuning_log:
+                and m["config"].get("tuning_log") == tuning_log and m["config"].get("blocked_layout", True) == blocked:
             return out, None
     t0 = time.perf_counter()
-    compile_bundle(CompileConfig(target="host", onnx=str(onnx), tuning_log=tuning_log, out=str(out), verify="none"))
+    compile_bundle(CompileConfig(target="host", onnx=str(onnx), tuning_log=tuning_log, out=str(out), verify="none",
+                                 blocked_layout=blocked))
     return out, time.perf_counter() - t0
 
 
@@ -265,23 +271,39 @@ def missing_log_note(log: str) -> str:
         f" (logs for other CPUs: {', '.join(others)})" if others else "")
 
 
+def not_tuned(tuning: dict) -> str | None:
+    """Why a bundle's manifest does not describe a tuned build (no row is printed for it), or None."""
+    kernels = tuning.get("kernels") or {}
+    if tuning.get("status") != "tuned":
+        return f"refused: the build is {tuning.get('status')} ({tuning.get('note')})"
+    if not kernels.get("from_log"):
+        return (f"refused: the log applied to none of the build's {kernels.get('total', '?')} kernels "
+                "(its workloads no longer match: re-tune, or bump PIPELINE_VERSION)")
+    return None
+
+
 def prepare_models(onnx: Path, args, notes: dict[str, str]) -> tuple[dict[str, str | None], dict[str, str]]:
     """What each backend loads (None for torch), and per TVM bundle the note on how it was built."""
     # ONNX Runtime is the reference of every ratio: always timed.
     models = {name: None for name in NAMES[:2] if name not in args.skip}
     models["onnxruntime"] = str(onnx)
     built = {}
-    for name, log in (("tvm_untuned", "none"), ("tvm_tuned", args.tuning_log)):
-        if name in args.skip:
+    for name, (log, blocked) in TVM_BUILDS.items():
+        log = log or args.tuning_log
+        if name in args.skip or (name == "tvm_untuned_nchw" and not args.with_nchw):
             continue
         if log != "none" and not Path(log, "database_tuning_record.json").is_file():
             notes[name] = missing_log_note(log)
             print(f"  {name:<20} {notes[name]}", file=sys.stderr)
             continue
-        bundle, compile_s = tvm_bundle(onnx, Path(args.bundle_dir) / name, log, args.rebuild)
+        bundle, compile_s = tvm_bundle(onnx, Path(args.bundle_dir) / name, log, args.rebuild, blocked)
+        tuning = json.loads((bundle / "manifest.json").read_text())["tuning"]
+        if name == "tvm_tuned" and (refused := not_tuned(tuning)):
+            notes[name] = refused
+            print(f"  {name:<20} {notes[name]}", file=sys.stderr)
+            continue
         models[name] = str(bundle)
-        note = json.loads((bundle / "manifest.json").read_text())["tuning"]["note"]
-        built[name] = (note, f"; compiled in {compile_s:.0f}s" if compile_s else "")
+        built[name] = (tuning["note"], f"; compiled in {compile_s:.0f}s" if compile_s else "")
     return models, built
 
 

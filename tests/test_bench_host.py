@@ -93,3 +93,11 @@ def test_ort_worker_leaves_times_and_output_and_never_loads_torch(tmp_path):
     assert proc.stdout.strip() == "False", proc.stderr
     assert len(json.loads((tmp_path / "onnxruntime-1.json").read_text())) == 5
     np.testing.assert_array_equal(np.load(tmp_path / "onnxruntime.npy"), np.maximum(x, 0))
+
+
+def test_a_tuned_row_needs_a_build_that_applied_records():
+    assert bench.not_tuned({"status": "tuned", "kernels": {"total": 42, "from_log": 40}}) is None
+    assert "none of the build's 42 kernels" in bench.not_tuned({"status": "tuned",
+                                                                "kernels": {"total": 42, "from_log": 0}})
+    assert "untuned" in bench.not_tuned({"status": "untuned", "note": "no log", "kernels": {"from_log": 0}})
+    assert bench.not_tuned({"status": "tuned"})  # a manifest from before the count was recorded

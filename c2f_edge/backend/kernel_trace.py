@@ -5,11 +5,12 @@ kernel name resolves: each is given a placeholder, and the VM's instrument hook 
 call with its arguments before it would run. The per-kernel profiler records the calls; the qemu
 kernel runner (board.kernel_runner) runs each one on an emulated CPU instead.
 
-The placeholders are process-global functions: use this in a throwaway process.
+The placeholders are process-global functions, registered only while a placeholder VM is in use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -39,9 +40,11 @@ def kernel_names(exe) -> tuple[list[str], list[str]]:
     return kernels, vm_funcs
 
 
+@contextlib.contextmanager
 def placeholder_vm(exe_bytes: bytes, device=None):
-    """(VirtualMachine of a serialized VM executable, set of its kernel names), every kernel a
-    placeholder that raises if it runs: the caller's instrument hook must skip them."""
+    """Yields (VirtualMachine of a serialized VM executable, set of its kernel names), every kernel a
+    placeholder that raises if it runs: the caller's instrument hook must skip them. The placeholders
+    are global functions, removed again on exit."""
     import tvm
     import tvm_ffi
     from tvm.runtime.vm import VirtualMachine
@@ -50,7 +53,58 @@ def placeholder_vm(exe_bytes: bytes, device=None):
     kernels, _ = kernel_names(exe)
     for name in kernels:
         tvm_ffi.register_global_func(name, _never_called, override=True)
-    return VirtualMachine(exe, device or tvm.cpu()), set(kernels)
+    try:
+        yield VirtualMachine(exe, device or tvm.cpu()), set(kernels)
+    finally:
+        for name in kernels:
+            tvm_ffi.remove_global_func(name)
+
+
+def run_kernel_by_kernel(exe_bytes: bytes, x: np.ndarray, call, func: str = "main", capture: bool = True):
+    """Run `func` of a serialized VM executable here, handing every kernel call to `call(name, args)`,
+    which runs it elsewhere (a board, an emulated CPU) and fills the call's tensor arguments with the
+    results. Returns (output, [(kernel, its output) in call order], empty unless `capture`): each
+    kernel's last tensor argument is its output (destination passing), copied right away because the
+    VM reuses the memory."""
+    import tvm
+    import tvm_ffi
+    from tvm.runtime.vm import VMInstrumentReturnKind
+
+    outputs: list[tuple[str, np.ndarray]] = []
+    with placeholder_vm(exe_bytes) as (vm, kernels):
+        def instrument(_func, symbol, before_run, _ret, *args):
+            if symbol not in kernels or not before_run:
+                return int(VMInstrumentReturnKind.NO_OP)
+            call(str(symbol), list(args))
+            tensors = [a for a in args if hasattr(a, "numpy")]
+            if capture and tensors:
+                outputs.append((str(symbol), tensors[-1].numpy()))
+            return int(VMInstrumentReturnKind.SKIP_RUN)
+
+        vm.set_instrument(tvm_ffi.convert(instrument))
+        out = vm[func](tvm.runtime.tensor(np.ascontiguousarray(x)))
+        return out.numpy(), outputs
+
+
+def capture_kernel_outputs(vm, x: np.ndarray, device, func: str = "main"):
+    """Run a loaded bundle's VM (its own kernels, here) and copy every kernel's output as it is written.
+    Returns (output, [(kernel, its output) in call order])."""
+    import tvm
+    import tvm_ffi
+    from tvm.runtime.vm import VMInstrumentReturnKind
+
+    outputs: list[tuple[str, np.ndarray]] = []
+
+    def instrument(_func, symbol, before_run, _ret, *args):
+        if not before_run and not str(symbol).startswith("vm.builtin."):
+            tensors = [a for a in args if hasattr(a, "numpy")]
+            if tensors:
+                outputs.append((str(symbol), tensors[-1].numpy()))
+        return int(VMInstrumentReturnKind.NO_OP)
+
+    vm.set_instrument(tvm_ffi.convert(instrument))
+    out = vm[func](tvm.runtime.tensor(np.ascontiguousarray(x, np.float32), device))
+    return out.numpy(), outputs
 
 
 def trace_kernel_calls(exe_bytes: bytes, input_shape, input_dtype: str = "float32",
@@ -60,18 +114,17 @@ def trace_kernel_calls(exe_bytes: bytes, input_shape, input_dtype: str = "float3
     import tvm_ffi
     from tvm.runtime.vm import VMInstrumentReturnKind
 
-    vm, kernel_set = placeholder_vm(exe_bytes)
     calls: list[KernelCall] = []
+    with placeholder_vm(exe_bytes) as (vm, kernel_set):
+        def instrument(_func, symbol, before_run, _ret, *args):
+            if symbol not in kernel_set:
+                return int(VMInstrumentReturnKind.NO_OP)
+            if before_run:
+                calls.append(KernelCall(str(symbol), [_describe(a) for a in args]))
+            return int(VMInstrumentReturnKind.SKIP_RUN)
 
-    def instrument(_func, symbol, before_run, _ret, *args):
-        if symbol not in kernel_set:
-            return int(VMInstrumentReturnKind.NO_OP)
-        if before_run:
-            calls.append(KernelCall(str(symbol), [_describe(a) for a in args]))
-        return int(VMInstrumentReturnKind.SKIP_RUN)
-
-    vm.set_instrument(tvm_ffi.convert(instrument))
-    vm[func](tvm.runtime.tensor(np.zeros(tuple(input_shape), dtype=input_dtype)))
+        vm.set_instrument(tvm_ffi.convert(instrument))
+        vm[func](tvm.runtime.tensor(np.zeros(tuple(input_shape), dtype=input_dtype)))
     return calls
 
 

@@ -11,6 +11,8 @@ Phases, in order: CPU graph rewrites (passes/), inference decompositions, the bl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from c2f_edge.backend.targets import as_target, is_gpu
 
 # Bump when a change here (or in passes/, legalize/, schedules/ where it changes which kernels are
@@ -70,9 +72,33 @@ def default_schedule(gpu: bool):
     return cpu_default()
 
 
-def pipeline(target, database=None):
+@dataclass
+class TuningApplied:
+    """How many kernels of a build took their schedule from the tuning log (filled in by `pipeline`)."""
+
+    kernels: int = 0
+    from_log: int = 0
+
+
+def _count_tuned(applied: TuningApplied):
+    """A pass right after the records are applied: MetaSchedule marks each function it scheduled."""
+    import tvm
+    from tvm import tirx
+
+    @tvm.transform.module_pass(opt_level=0, name="c2f_edge_count_tuned")
+    def _count(mod, _ctx):
+        funcs = [f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)]
+        applied.kernels = len(funcs)
+        applied.from_log = sum(1 for f in funcs if f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled")))
+        return mod
+
+    return _count
+
+
+def pipeline(target, database=None, applied: TuningApplied | None = None, blocked: bool = True):
     """The Relax pipeline for one target. database: a MetaSchedule Database to replay (no
-    measurement), or None for untuned kernels."""
+    measurement), or None for untuned kernels. applied: filled with how many kernels the log scheduled.
+    blocked=False keeps CPU activations NCHW (an ablation: what the blocked layout buys)."""
     import tvm
     from tvm.relax import backend
     from tvm.relax import transform as T
@@ -88,9 +114,12 @@ def pipeline(target, database=None):
     @tvm.transform.module_pass(opt_level=0, name="c2f_edge_pipeline")
     def _pipeline(mod, _ctx):
         with target:  # some passes read Target.current() when they are constructed
-            passes = [backend.DispatchSampling(), backend.DispatchSortScan(), *legalize_and_fuse_passes(cpu=not gpu)]
+            passes = [backend.DispatchSampling(), backend.DispatchSortScan(),
+                      *legalize_and_fuse_passes(cpu=not gpu, blocked=blocked)]
             if database is not None:
                 passes.append(T.MetaScheduleApplyDatabase(enable_warning=False))
+            if applied is not None:
+                passes.append(_count_tuned(applied))
             passes.append(default_schedule(gpu))
             passes += lower.dataflow_lower_passes(target) + lower.finalize_passes(target)
             if database is None:

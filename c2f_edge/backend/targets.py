@@ -17,6 +17,7 @@ A file `NAME.toml` has:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -85,7 +86,9 @@ class TargetSpec:
         return plain(self.tvm_target().export())
 
     def check(self) -> None:
-        """Raise if the resolved target lacks what [expect] says (e.g. a TVM tag changed)."""
+        """Raise if LLVM does not know a field, or the resolved target lacks what [expect] says (e.g. a
+        TVM tag changed)."""
+        check_llvm_fields(self.to_json(), self.source or self.name)
         canon = self.canonical()
         scope = canon if self.device == "CPU" or "host" not in canon else {**canon["host"], **canon}
         for key, want in self.expect.items():
@@ -171,7 +174,9 @@ def from_json(text: str) -> TargetSpec:
         raise UsageError(f"--target looks like JSON but does not parse: {e.msg} at column {e.colno}",
                          hint='e.g. --target \'{"kind":"llvm","mtriple":"aarch64-linux-gnu","mattr":["+neon"]}\'')
     if not isinstance(t, dict) or not ("kind" in t or "tag" in t):
-        raise UsageError("a --target JSON must be an object with \"kind\" (or \"tag\")")
+        raise UsageError("a --target JSON must be an object with \"kind\" (or \"tag\")",
+                         hint='e.g. --target \'{"kind":"llvm","mtriple":"aarch64-linux-gnu","mattr":["+neon"]}\'')
+    check_llvm_fields(t, "--target")
     try:
         import tvm
 
@@ -242,3 +247,123 @@ def check_codegen(target) -> None:
                 f"the installed TVM wheel (apache-tvm {tvm.__version__}) has no {kind} code generator "
                 f"(target.build.{kind} is missing)",
                 hint=f"build TVM from source with {kind} enabled, or pick a target from `c2f-edge targets`")
+
+
+# --- validation of the LLVM fields, before TVM or LLVM see them ------------------------------------------
+# LLVM reports a triple it does not know and then crashes the process; a CPU or feature it does not know
+# is only a warning, and the build silently targets something else. So every field is checked first.
+
+_ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "i486": "i386", "i586": "i386", "i686": "i386"}
+COMMON_FEATURES = ("neon", "fullfp16", "dotprod", "i8mm", "bf16", "sve", "sve2", "vfp4", "d32", "avx2", "fma",
+                   "avx512f", "avx512fp16", "avxvnni")
+EXAMPLE_TRIPLES = ("aarch64-linux-gnu", "armv7l-linux-gnueabihf", "aarch64-linux-android", "x86_64-linux-gnu")
+
+
+def _triple_arch(triple: str) -> str:
+    arch = triple.split("-", 1)[0].lower()
+    if arch.startswith("thumb"):
+        return "thumb"
+    if arch.startswith("arm") and arch not in ("arm64", "armeb"):
+        return "arm"  # armv7l, armv7a, armv8l: subarchitectures of LLVM's arm target
+    return _ARCH_ALIASES.get(arch, arch)
+
+
+def _did_you_mean(value: str, choices, what: str) -> str:
+    close = difflib.get_close_matches(value, list(choices), n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+
+
+def check_llvm_fields(t, where: str) -> None:
+    """UsageError (one line, with the valid choices) for an llvm target dict -- or a GPU target's "host"
+    -- whose mtriple, mcpu or mattr this TVM's LLVM does not know."""
+    with _quiet_stderr():  # LLVM prints its own warnings about what is probed here
+        _check_llvm_fields(t, where)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (C++ code writes there directly), restoring it afterwards."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _check_llvm_fields(t, where: str) -> None:
+    if not isinstance(t, dict):
+        raise UsageError(f"{where}: a target must be a JSON object, not {type(t).__name__}")
+    if isinstance(t.get("host"), dict):
+        _check_llvm_fields(t["host"], f"{where} host")
+    if t.get("kind") != "llvm":
+        return
+    from tvm.target import codegen
+
+    triple = t.get("mtriple")
+    if triple is not None:
+        if not isinstance(triple, str) or not triple.strip():
+            raise UsageError(f"{where}: mtriple must be a string such as 'aarch64-linux-gnu', got {triple!r}")
+        arch = _triple_arch(triple)
+        known = sorted(str(a) for a in codegen.llvm_get_targets())
+        if arch not in known:
+            raise UsageError(f"{where}: LLVM does not know the target triple {triple!r} (architecture {arch!r})",
+                             hint=_did_you_mean(arch, known, "architecture")
+                             + f"e.g. {', '.join(EXAMPLE_TRIPLES)}; architectures: {', '.join(known)}")
+    triple = triple or str(codegen.llvm_get_system_triple())
+    mcpu = t.get("mcpu")
+    if mcpu is not None:
+        if not isinstance(mcpu, str) or not mcpu.strip():
+            raise UsageError(f"{where}: mcpu must be a CPU name such as 'cortex-a76', got {mcpu!r}")
+        if mcpu != "@system" and not codegen.llvm_is_valid_cpu(mcpu, triple):
+            cpus = _cpus(triple)
+            raise UsageError(f"{where}: LLVM knows no CPU {mcpu!r} for {triple}",
+                             hint=_did_you_mean(mcpu, cpus, "CPU") + f"{len(cpus)} CPUs, e.g. "
+                             + ", ".join(c for c in cpus if c.startswith(("cortex", "neoverse", "x86-64")))[:200])
+    mattr = t.get("mattr")
+    if mattr is not None:
+        if not isinstance(mattr, list) or not all(isinstance(f, str) for f in mattr):
+            raise UsageError(f"{where}: mattr must be a list of features such as [\"+neon\"], got {mattr!r}")
+        for feat in mattr:
+            if feat[:1] not in ("+", "-") or len(feat) < 2:
+                raise UsageError(f"{where}: mattr entry {feat!r} must be +FEATURE or -FEATURE, e.g. \"+neon\"")
+            if not _feature_known(triple, feat[1:]):
+                vocab = _features(triple)
+                common = [f for f in COMMON_FEATURES if f in vocab] or sorted(vocab)[:10]
+                raise UsageError(f"{where}: LLVM knows no feature {feat[1:]!r} for {triple}",
+                                 hint=_did_you_mean(feat[1:], vocab, "feature")
+                                 + f"{len(vocab)} features, e.g. {', '.join(common)}")
+
+
+def _cpus(triple: str) -> list[str]:
+    import tvm
+    from tvm.target import codegen
+
+    return sorted(str(c) for c in codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": triple})))
+
+
+def _feature_known(triple: str, name: str) -> bool:
+    """LLVM knows a feature if turning it on shows it among the target's features."""
+    import tvm
+    from tvm.target import codegen
+
+    t = tvm.target.Target({"kind": "llvm", "mtriple": triple, "mattr": [f"+{name}"]})
+    return name in {str(f) for f in codegen.llvm_get_cpu_features(t)}
+
+
+def _features(triple: str) -> set[str]:
+    """Every feature some CPU of the triple's architecture has (the vocabulary for a did-you-mean)."""
+    import tvm
+    from tvm.target import codegen
+
+    out: set[str] = set()
+    for cpu in _cpus(triple):
+        t = tvm.target.Target({"kind": "llvm", "mtriple": triple, "mcpu": cpu})
+        out |= {str(f) for f in codegen.llvm_get_cpu_features(t)}
+    return out

@@ -7,8 +7,11 @@ ignore records whose workloads differ, and the user would get a silently untuned
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,3 +158,69 @@ def write_meta(work_dir: str | os.PathLike, **fields) -> dict:
     meta.update({"tvm_version": tvm.__version__, "pipeline_version": PIPELINE_VERSION, **fields})
     write_json(path, meta)
     return meta
+
+
+# --- reading a log defensively ------------------------------------------------------------------------
+# MetaSchedule's JSONDatabase gives up on the whole log at the first line it cannot parse (a record cut
+# off by a killed run, a line edited by hand) with a native error; compile skips such lines instead.
+
+def _workload_ok(line: str) -> bool:
+    try:
+        w = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(w, list) and len(w) == 2 and all(isinstance(x, str) for x in w)
+
+
+def _record(line: str):
+    """(workload index, the rest) of a record line, or None if it is not one."""
+    try:
+        r = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(r, list) and len(r) == 2 and isinstance(r[0], int) and isinstance(r[1], list) and len(r[1]) >= 2:
+        return r
+    return None
+
+
+@contextlib.contextmanager
+def readable(log_dir: str | os.PathLike):
+    """The log directory as MetaSchedule can read it: the directory itself, or a temporary copy without
+    the lines it would choke on, each named in one warning (file:line). ArtifactError if no record is left."""
+    log_dir = Path(log_dir)
+    workloads = (log_dir / WORKLOAD_FILE).read_text(errors="replace").splitlines()
+    records = (log_dir / RECORD_FILE).read_text(errors="replace").splitlines()
+    skipped, kept_workloads, new_index = [], [], {}
+    index = 0
+    for n, line in enumerate(workloads, 1):
+        if not line.strip():
+            continue
+        if _workload_ok(line):
+            new_index[index] = len(kept_workloads)
+            kept_workloads.append(line)
+        else:
+            skipped.append(f"{WORKLOAD_FILE}:{n}")
+        index += 1
+    kept_records = []
+    for n, line in enumerate(records, 1):
+        if not line.strip():
+            continue
+        r = _record(line)
+        if r is None or r[0] not in new_index:
+            skipped.append(f"{RECORD_FILE}:{n}")
+            continue
+        kept_records.append(line if new_index[r[0]] == r[0] else json.dumps([new_index[r[0]], r[1]]))
+    if not kept_records:
+        raise ArtifactError(f"the tuning log {log_dir} has no readable record ({len(skipped)} unreadable lines)",
+                            hint="re-run `c2f-edge tune`, or build untuned with --tuning-log none")
+    if not skipped:
+        yield log_dir
+        return
+    more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    print(f"warning: skipped {len(skipped)} unreadable line(s) of the tuning log {log_dir}: "
+          f"{', '.join(skipped[:5])}{more} (cut off by a killed run, or edited); the other "
+          f"{len(kept_records)} records are used", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="c2f-tuning-log-") as d:
+        (Path(d) / WORKLOAD_FILE).write_text("".join(w + "\n" for w in kept_workloads))
+        (Path(d) / RECORD_FILE).write_text("".join(r + "\n" for r in kept_records))
+        yield Path(d)

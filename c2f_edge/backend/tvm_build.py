@@ -57,20 +57,27 @@ def bind_params(mod, params):
 
 
 def open_database(log_dir):
-    """A MetaSchedule JSONDatabase over a tuning log directory (read-only use: replay, no measurement)."""
+    """A MetaSchedule JSONDatabase over a tuning log directory (read-only use: replay, no measurement).
+    Pass it a directory from tuning_db.readable(): MetaSchedule itself gives up on the first bad line."""
     from tvm.s_tir import meta_schedule as ms
 
     from c2f_edge.backend.tuning_db import RECORD_FILE, WORKLOAD_FILE
 
     log_dir = Path(log_dir)
-    return ms.database.JSONDatabase(path_workload=str(log_dir / WORKLOAD_FILE),
-                                    path_tuning_record=str(log_dir / RECORD_FILE), allow_missing=False)
+    try:
+        return ms.database.JSONDatabase(path_workload=str(log_dir / WORKLOAD_FILE),
+                                        path_tuning_record=str(log_dir / RECORD_FILE), allow_missing=False)
+    except Exception as e:
+        raise ArtifactError(f"cannot read the tuning log {log_dir}: {first_line(e)}",
+                            hint="re-run `c2f-edge tune`, or build untuned with --tuning-log none") from e
 
 
-def build(mod, params, target, database=None):
+def build(mod, params, target, database=None, applied=None, blocked: bool = True):
     """Compile an imported module (weights bound into it) -> tvm.relax.Executable.
 
     target: Target / JSON dict (with "host" for GPUs). database: MetaSchedule Database or None.
+    applied: a pipeline.TuningApplied to fill in (how many kernels the database scheduled).
+    blocked=False: CPU activations stay NCHW (an ablation; see pipeline.legalize_and_fuse).
     """
     import tvm
 
@@ -78,7 +85,7 @@ def build(mod, params, target, database=None):
     check_codegen(target)
     mod = bind_params(mod, params)
     try:
-        return tvm.compile(mod, target=target, relax_pipeline=pipeline(target, database))
+        return tvm.compile(mod, target=target, relax_pipeline=pipeline(target, database, applied, blocked))
     except C2FError:
         raise
     except Exception as e:  # TVM raises many types (InternalError, ValueError, ...) from its passes

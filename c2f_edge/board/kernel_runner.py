@@ -8,7 +8,8 @@ placeholder per kernel, and an instrument hook sends every kernel call, with its
 against a Debian libc -- which runs the bundle's own compiled kernel and sends the tensors back.
 
 Results are the bundle's; timings are meaningless (emulation, one thread). The placeholder kernels
-are process-global, so `run_bundle` runs in a subprocess (`python -m c2f_edge.board.kernel_runner`).
+are process-global while it runs, and qemu is a child of it, so `run_bundle` runs it in a subprocess
+(`python -m c2f_edge.board.kernel_runner`).
 """
 
 from __future__ import annotations
@@ -162,46 +163,44 @@ class KernelRunner:
         self.close()
 
 
-def run_in_process(so_path: str | Path, x: np.ndarray, func: str = "main") -> np.ndarray:
-    """The VM of model.so here, its kernels under qemu. Registers placeholder globals: use a subprocess."""
-    import tvm
-    import tvm_ffi
-    from tvm.runtime.vm import VMInstrumentReturnKind
-
+def run_in_process(so_path: str | Path, x: np.ndarray, func: str = "main", capture: bool = False):
+    """The VM of model.so here, its kernels under qemu. Returns (output, [(kernel, its output)] if capture)."""
     from c2f_edge.backend.bundle_file import vm_executable_bytes
-    from c2f_edge.backend.kernel_trace import placeholder_vm
+    from c2f_edge.backend.kernel_trace import run_kernel_by_kernel
 
-    vm, kernel_set = placeholder_vm(vm_executable_bytes(so_path))
     with KernelRunner(so_path) as runner:
-        def instrument(_func, symbol, before_run, _ret, *args):
-            if symbol not in kernel_set or not before_run:
-                return int(VMInstrumentReturnKind.NO_OP)
+        def call(name, args):
             tensors = [a for a in args if hasattr(a, "numpy")]
             plain = [a.numpy() if hasattr(a, "numpy") else a for a in args]
-            for t, out in zip(tensors, runner.call(str(symbol), plain)):
+            for t, out in zip(tensors, runner.call(name, plain)):
                 t.copyfrom(out)
-            return int(VMInstrumentReturnKind.SKIP_RUN)
 
-        vm.set_instrument(tvm_ffi.convert(instrument))
-        out = vm[func](tvm.runtime.tensor(np.ascontiguousarray(x)))
-    return out.numpy()
+        return run_kernel_by_kernel(vm_executable_bytes(so_path), x, call, func, capture)
 
 
-def run_bundle(bundle_dir: str | Path, x: np.ndarray, timeout: float = 1800) -> np.ndarray:
-    """Output of the bundle's `main` on x, its kernels run on an emulated CPU of the bundle's kind."""
+def run_bundle(bundle_dir: str | Path, x: np.ndarray, timeout: float = 1800, capture: bool = False):
+    """Output of the bundle's `main` on x, its kernels run on an emulated CPU of the bundle's kind.
+    capture: also return every kernel's output, in call order ([(kernel, array)])."""
     so = Path(bundle_dir) / "model.so"
     if not so.is_file():
         raise ArtifactError(f"no model.so in {bundle_dir}", hint="run `c2f-edge compile` first")
     emulation_for(so)  # a bundle for this machine, or a broken file, fails here in one line
     with tempfile.TemporaryDirectory(prefix="c2f-qemu-") as d:
         np.save(Path(d) / "x.npy", x)
-        proc = subprocess.run([sys.executable, "-m", "c2f_edge.board.kernel_runner", str(so), str(Path(d) / "x.npy"),
-                               str(Path(d) / "y.npy")], capture_output=True, text=True, timeout=timeout, check=False)
+        cmd = [sys.executable, "-m", "c2f_edge.board.kernel_runner", str(so), str(Path(d) / "x.npy"),
+               str(Path(d) / "y.npy")] + ([str(Path(d) / "kernels.npz")] if capture else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode:
             lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
             raise RemoteError(f"running {so} under emulation failed: {lines[-1] if lines else proc.returncode}",
-                              hint="run `python -m c2f_edge.board.kernel_runner MODEL.SO X.NPY Y.NPY` to see the whole error")
-        return np.load(Path(d) / "y.npy")
+                              hint="run `python -m c2f_edge.board.kernel_runner MODEL.SO X.NPY Y.NPY` to see "
+                                   "the whole error")
+        y = np.load(Path(d) / "y.npy")
+        if not capture:
+            return y
+        with np.load(Path(d) / "kernels.npz") as z:
+            names = [str(n) for n in z["names"]]
+            return y, [(n, z[f"out{i}"]) for i, n in enumerate(names)]
 
 
 def setup() -> None:
@@ -214,11 +213,15 @@ def main(argv: list[str]) -> int:
     if argv == ["setup"]:
         setup()
         return 0
-    if len(argv) != 3:
-        print("usage: python -m c2f_edge.board.kernel_runner MODEL.SO INPUT.npy OUTPUT.npy | setup", file=sys.stderr)
+    if len(argv) not in (3, 4):
+        print("usage: python -m c2f_edge.board.kernel_runner MODEL.SO INPUT.npy OUTPUT.npy [KERNELS.npz] | setup",
+              file=sys.stderr)
         return 2
-    y = run_in_process(argv[0], np.load(argv[1]))
+    y, outputs = run_in_process(argv[0], np.load(argv[1]), capture=len(argv) == 4)
     np.save(argv[2], y)
+    if len(argv) == 4:
+        np.savez(argv[3], names=np.array([n for n, _ in outputs]),
+                 **{f"out{i}": a for i, (_, a) in enumerate(outputs)})
     return 0
 
 

@@ -31,3 +31,9 @@ def model_from_args(args):
     if args.weights == "synthetic":
         print(f"warning: {SYNTHETIC_WARNING}", file=sys.stderr)
     return load_model(args.variant, checkpoint=args.checkpoint, weights=args.weights, seed=args.seed)
+
+
+def add_hash_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-verify-hash", action="store_true",
+                   help="load artifacts even when they do not match the sha256 their manifest records "
+                        "(for files you changed on purpose)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from c2f_edge.commands._common import add_model_args
+from c2f_edge.commands._common import add_hash_arg, add_model_args
 
 ORDER = 20
 
@@ -56,6 +56,7 @@ def register(sub) -> None:
                         "when it can: host bundles), local, emulated (aarch64 under qemu), rpc://HOST:PORT or "
                         "rpc://tracker@HOST:PORT/KEY (a board), none (default auto)")
     v.add_argument("--no-verify", dest="verify", action="store_const", const="none", help="same as --verify none")
+    add_hash_arg(p)
     p.set_defaults(func=run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from c2f_edge.commands._common import add_model_args
+from c2f_edge.commands._common import add_hash_arg, add_model_args
 
 ORDER = 40
 
@@ -73,6 +73,7 @@ def register(sub) -> None:
     p.add_argument("--no-localize", action="store_true", help="do not localize failures (faster)")
     p.add_argument("--no-manifest", action="store_true", help="do not record results in the artifacts' manifests")
     add_model_args(p)
+    add_hash_arg(p)
     p.set_defaults(func=run)
 
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from c2f_edge.commands._common import add_hash_arg
+
 ORDER = 60
 
 EPILOG = """\
@@ -67,6 +69,7 @@ def register(sub) -> None:
     o.add_argument("--plot", metavar="PATH", help="write a PNG: latency histogram and per-kernel bars")
     o.add_argument("--compare", nargs="+", metavar="JSON", help="print saved results side by side and exit")
     o.add_argument("--schema", action="store_true", help="print the JSON schema and exit")
+    add_hash_arg(p)
     p.set_defaults(func=run)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2f_edge.core.artifacts import read_manifest
+from c2f_edge.core.artifacts import check_files, read_manifest
 from c2f_edge.core.errors import ArtifactError, ShapeError, first_line
 
 BUNDLE_KIND = "tvm-bundle"
@@ -60,6 +60,7 @@ def read_bundle_manifest(bundle_dir) -> dict:
                             hint="point at a directory written by `c2f-edge compile`")
     if not (Path(bundle_dir) / LIBRARY).is_file():
         raise ArtifactError(f"{bundle_dir} has no {LIBRARY}", hint="re-run `c2f-edge compile`")
+    check_files(bundle_dir, m)
     return m
 
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -44,6 +45,7 @@ class CompileConfig:
     cross_compiler: str | None = None
     out: str | None = None  # default build/<target>
     verify: str = "auto"  # "auto" (local when the bundle runs here), "none", a VERIFIERS name or "rpc://..."
+    blocked_layout: bool = True  # False: CPU activations stay NCHW (for scripts/bench_host.py --with-nchw)
 
 
 def _onnx_source(cfg: CompileConfig) -> tuple[str, Path | None]:
@@ -108,7 +110,8 @@ def bundle_manifest(cfg: CompileConfig, spec, target_json: dict, onnx_model, onn
 
 def compile_bundle(cfg: CompileConfig) -> Path:
     """Build the bundle for cfg.target into cfg.out (default build/<target>). Returns the bundle dir."""
-    from c2f_edge.backend import crosslink, targets, tuning_db, tvm_build
+    from c2f_edge.backend import crosslink, targets, tuning_db
+    from c2f_edge.compile.build_job import run_build_job
 
     t_start = time.perf_counter()
     # Everything that can fail fast does so before any slow step.
@@ -127,7 +130,7 @@ def compile_bundle(cfg: CompileConfig) -> Path:
     onnx_model = load_onnx(onnx_path) if onnx_path else None
     out = Path(cfg.out or Path("build") / spec.name)
 
-    stages = Stages(5 + (source == "export"))
+    stages = Stages(3 + (source == "export"))
     with atomic_dir(out) as tmp:
         if source == "export":
             from c2f_edge.export import ExportConfig, export_onnx
@@ -141,19 +144,18 @@ def compile_bundle(cfg: CompileConfig) -> Path:
         log, tuning_note = tuning_db.find_log(spec.name, target_json, signature, explicit=cfg.tuning_log,
                                               machine=spec.machine())
 
-        with stages.step("importing ONNX into TVM Relax"):
-            shape = static_input_shape(onnx_model, INPUT_NAME)
-            mod, params = tvm_build.import_onnx(onnx_model, shape)
-        with stages.step(f"compiling for {spec.name} ({spec.kind}, {'tuned' if log else 'untuned'})"):
-            database = tvm_build.open_database(log.path) if log else None
-            ex = tvm_build.build(mod, params, target_json, database=database)
-            device_modules = tvm_build.imported_kinds(ex.mod)
-        with stages.step(f"linking {LIBRARY} with {linker.name}"):
-            lib_path = tvm_build.export_library(ex, tmp / LIBRARY, linker)
-        del ex, mod, params
+        shape = static_input_shape(onnx_model, INPUT_NAME)
+        lib_path = tmp / LIBRARY
+        what = f"building for {spec.name} ({spec.kind}, {'tuned' if log else 'untuned'}, linked with {linker.name})"
+        with stages.step(f"{what}: import, compile, link"):
+            job = {"target": cfg.target, "cross_compiler": cfg.cross_compiler, "onnx": str(onnx_path),
+                   "shape": shape, "tuning_log": str(log.path) if log else None, "blocked": cfg.blocked_layout,
+                   "out": str(lib_path)}
+            built = run_build_job(job, what, verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
 
         manifest = bundle_manifest(cfg, spec, target_json, onnx_model, onnx_path, source, shape, signature, log,
-                                   tuning_note, linker, device_modules, lib_path)
+                                   tuning_note, linker, built["device_modules"], lib_path)
+        manifest["tuning"]["kernels"] = built["kernels"]
         write_json(tmp / MANIFEST, manifest)  # draft: loaders and verifiers read it
 
         with stages.step("verifying"):

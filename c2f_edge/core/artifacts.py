@@ -13,8 +13,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from c2f_edge.core.onnx_file import INPUT_NAME
-
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
 
@@ -63,6 +61,11 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
+# The tensor names at every artifact's boundary (the ONNX file's, the bundle's, the .mlpackage's).
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
 def input_spec(shape, name: str = INPUT_NAME, dtype: str = "float32") -> dict:
     return {
         "name": name,
@@ -98,6 +101,30 @@ def read_manifest(artifact_dir: str | os.PathLike) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path} is not valid JSON ({e.msg})", hint="re-create the artifact") from e
+
+
+VERIFY_HASH_ENV = "C2F_EDGE_VERIFY_HASH"  # "0": skip (the CLI's --no-verify-hash sets it)
+
+
+def check_hash(path: str | os.PathLike, recorded: str | None) -> None:
+    """ArtifactError unless `path` (a file, or a directory such as an .mlpackage) has the sha256 its
+    manifest recorded. Nothing to check when none was recorded, or when the check is turned off."""
+    from c2f_edge.core.errors import ArtifactError
+
+    if not recorded or os.environ.get(VERIFY_HASH_ENV) == "0":
+        return
+    path = Path(path)
+    if sha256_tree(path) != recorded:
+        raise ArtifactError(f"{path.name} does not match its manifest: modified or partly copied ({path})",
+                            hint="rebuild or re-copy it; --no-verify-hash skips this check if you changed it "
+                                 "on purpose")
+
+
+def check_files(artifact_dir: str | os.PathLike, manifest: dict) -> None:
+    """check_hash for every file the manifest lists under "files" (e.g. model.so, model.onnx)."""
+    for name, info in (manifest.get("files") or {}).items():
+        if isinstance(info, dict) and (Path(artifact_dir) / name).exists():
+            check_hash(Path(artifact_dir) / name, info.get("sha256"))
 
 
 def update_manifest(artifact_dir: str | os.PathLike, key: str, value) -> dict:

@@ -27,19 +27,22 @@ CHECKS = {
 # Why these numbers: fp32 backends only reorder float sums (ORT and TVM measured ~5e-6 on synthetic
 # Conv2Former-N, whose logits reach ~2.5); fp16 keeps ~3 significant digits through 22 residual blocks
 # (Core ML fp16 measured 8e-3 abs, 3.4e-3 relative to the top logit); top-1 may flip on a near-tie, so
-# one flip in four inputs is allowed there. Compressed weights change the function itself, so they are
-# judged mostly on agreement of the prediction rather than on the values.
+# one flip in four inputs is allowed there. Compressed weights change the function itself. Measured on
+# synthetic Conv2Former-N (4 photos + 6 random inputs, logits within 2.6, top-1 margins 0.015-0.47):
+# int8 cosine 0.9990, max_rel 0.044; int4 0.903, 0.53; palettize4 0.907, 0.52; palettize6 0.990, 0.16.
+# The same packages built from other weights (seed 1) gave cosine -0.04 and max_rel 1.8-2.1: every class
+# below passes the first with at least 1.9x margin on max_rel and fails the second on every check.
 # `localize` is the relative activation error at which a module boundary counts as "diverged".
 DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"max_abs": 1e-3, "mean_abs": 1e-4, "max_rel": 1e-4, "cosine": 0.99999, "top1": 1.0, "top5": 1.0,
              "localize": 1e-3},
     "fp16": {"max_abs": 0.1, "mean_abs": 0.02, "max_rel": 0.01, "cosine": 0.9995, "top1": 0.75, "top5": 0.8,
              "localize": 0.03},
-    "int8": {"max_abs": 1.0, "mean_abs": 0.15, "max_rel": 0.1, "cosine": 0.99, "top1": 0.6, "top5": 0.6,
+    "int8": {"max_abs": 1.0, "mean_abs": 0.15, "max_rel": 0.1, "cosine": 0.99, "top1": 0.5, "top5": 0.6,
              "localize": 0.1},
-    "int4": {"max_abs": 3.0, "mean_abs": 0.5, "max_rel": 0.3, "cosine": 0.95, "top1": 0.3, "top5": 0.4,
+    "int4": {"max_abs": 2.0, "mean_abs": 0.5, "max_rel": 1.0, "cosine": 0.75, "top1": 0.2, "top5": 0.3,
              "localize": 0.3},
-    "palettized": {"max_abs": 2.0, "mean_abs": 0.3, "max_rel": 0.2, "cosine": 0.98, "top1": 0.5, "top5": 0.5,
+    "palettized": {"max_abs": 2.0, "mean_abs": 0.5, "max_rel": 1.0, "cosine": 0.75, "top1": 0.2, "top5": 0.3,
                    "localize": 0.2},
 }
 TOLERANCE_KEYS = tuple(DEFAULT_TOLERANCES["fp32"])

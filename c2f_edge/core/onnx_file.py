@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from c2f_edge.core.artifacts import INPUT_NAME, MANIFEST, OUTPUT_NAME, check_files
 from c2f_edge.core.errors import ArtifactError, first_line
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
+__all__ = ["INPUT_NAME", "OUTPUT_NAME"]  # defined with the artifacts; importers of ONNX names find them here
 
 
 def load_onnx(path: str | os.PathLike, check: bool = True, load_weights: bool = True):
@@ -22,6 +22,7 @@ def load_onnx(path: str | os.PathLike, check: bool = True, load_weights: bool = 
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"ONNX file not found: {path}", hint="run `c2f-edge export` first, or pass --onnx PATH")
+    _check_against_manifest(path)
     try:
         model = onnx.load(str(path), load_external_data=load_weights)
         if check:
@@ -30,6 +31,21 @@ def load_onnx(path: str | os.PathLike, check: bool = True, load_weights: bool = 
         raise ArtifactError(f"{path} is not a valid ONNX model: {first_line(e)}",
                             hint="re-create it with `c2f-edge export`") from e
     return model
+
+
+def _check_against_manifest(path: Path) -> None:
+    """The ONNX file (and its weights sidecar) against the hashes `c2f-edge export` recorded beside it."""
+    import json
+
+    man = path.parent / MANIFEST
+    if not man.is_file():
+        return  # an ONNX file from elsewhere: nothing recorded to check against
+    try:
+        m = json.loads(man.read_text())
+    except ValueError:
+        return
+    if m.get("kind") in ("onnx", "onnx-raw"):
+        check_files(path.parent, m)
 
 
 def graph_signature(model) -> str:

@@ -38,6 +38,21 @@ def resolve_package(path: str | os.PathLike) -> Path:
     return p
 
 
+def _check_against_manifest(pkg: Path) -> None:
+    """The package against the hash `c2f-edge coreml` recorded beside it (none while it is being built)."""
+    import json
+
+    from c2f_edge.core.artifacts import MANIFEST, check_hash
+
+    man = pkg.parent / MANIFEST
+    if man.is_file():
+        try:
+            recorded = json.loads(man.read_text()).get("package_sha256")
+        except ValueError:
+            return
+        check_hash(pkg, recorded)
+
+
 def coreml_runtime_available() -> bool:
     """True when coremltools can run models (macOS, with its compiled runtime)."""
     try:
@@ -67,6 +82,7 @@ def load_program(path: str | os.PathLike):
     from coremltools.converters.mil.frontend.milproto.load import load
 
     pkg = resolve_package(path)
+    _check_against_manifest(pkg)
     try:
         ml = ct.models.MLModel(str(pkg), skip_model_load=True)
         spec = ml.get_spec()

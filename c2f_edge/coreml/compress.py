@@ -76,6 +76,15 @@ def _pal6(ml, ct):
     return _palettize(ml, ct, 6)
 
 
+def tolerance_class(compress: str, precision: str) -> str:
+    """The core.metrics tolerance class a package is judged in: its compression's, else its precision."""
+    if compress in ("int8", "int4"):
+        return compress
+    if compress.startswith("palettize"):
+        return "palettized"
+    return "fp16" if precision == "fp16" else "fp32"
+
+
 def get(name: str) -> Compression:
     if name not in COMPRESSIONS:
         raise UsageError(f"unknown --compress mode '{name}'", hint=f"valid modes: {', '.join(COMPRESSIONS)}")

@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from c2f_edge.core.artifacts import IMAGENET_MEAN, IMAGENET_STD, atomic_dir, input_spec, new_manifest
-from c2f_edge.core.errors import ArtifactError, ExportError, UsageError, first_line
+from c2f_edge.core.errors import ArtifactError, ExportError, OutputMismatchError, UsageError, first_line
+from c2f_edge.core.metrics import judge, logit_metrics, tolerances
 from c2f_edge.core.onnx_file import INPUT_NAME, OUTPUT_NAME
 from c2f_edge.coreml import compress as _compress
 from c2f_edge.coreml._ct import ct as _ct
 from c2f_edge.coreml._ct import private_tempdir, quiet
+from c2f_edge.coreml.compress import tolerance_class
 
 IOS_VERSIONS = (16, 17, 18)
 PRECISIONS = ("fp16", "fp32")
@@ -265,6 +267,25 @@ def _check_inputs(cfg: CoreMLConfig, n: int):
     return list(photos), pkg, ref
 
 
+# A few photos cannot judge top-1/top-5 agreement in a class that allows flips (the synthetic model's
+# top-1 margins are a few hundredths): `c2f-edge parity`, on more inputs, judges those.
+BUILD_CHECKS = ("max_abs", "mean_abs", "max_rel", "cosine")
+
+
+def judge_package(got: list[np.ndarray], ref: list[np.ndarray], precision: str) -> dict:
+    """The saved package against PyTorch fp32 in its tolerance class; OutputMismatchError outside it."""
+    tol = {k: v for k, v in tolerances()[precision].items() if k in BUILD_CHECKS}
+    metrics = {k: v for k, v in logit_metrics(np.concatenate(ref), np.concatenate(got)).items()
+               if k != "per_input_max_abs_diff"}
+    failures = judge(metrics, tol)
+    if failures:
+        raise OutputMismatchError(f"the saved package ({precision}) disagrees with PyTorch fp32 beyond its "
+                                  f"tolerance class: {'; '.join(failures)}",
+                                  hint="a stronger compression or another precision may fit; "
+                                       "`c2f-edge parity` shows every metric")
+    return {"precision": precision, "tolerance": tol, "metrics": metrics, "passed": True}
+
+
 def _stats(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
     """Deviation of `a` from the reference `b`, with the reference's scale and top-1 margin to judge it by
     (synthetic weights give logits within ~2.3 and top-1 margins of a few hundredths)."""
@@ -348,7 +369,8 @@ def build_package(cfg: CoreMLConfig, model=None, source=None) -> Path:
                 with torch.no_grad():
                     torch_out = [model(torch.from_numpy(r)).numpy() for r in refs]
                 got = [check.run_package(pkg, x, mode=mode, backend="numpy") for x in xs]
-                result = {"images": names, "mode": mode, "vs_torch_fp32": _stats(got, torch_out)}
+                result = {"images": names, "mode": mode, "vs_torch_fp32": _stats(got, torch_out),
+                          "judged": judge_package(got, torch_out, tolerance_class(comp.name, cfg.precision))}
                 if base_pkg is not None:
                     base = [check.run_package(base_pkg, x, mode=mode, backend="numpy") for x in xs]
                     result["vs_uncompressed"] = _stats(got, base)

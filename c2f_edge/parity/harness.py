@@ -94,6 +94,12 @@ def _localize(ref: Backend, backend: Backend, x: np.ndarray, metrics: dict, name
         got = backend.probe(xi, names)
     except UnsupportedError as e:
         return {"status": "unsupported", "reason": str(e), "hint": e.hint}
+    if isinstance(got, localize.KernelOutputs):  # a fused artifact's own kernel outputs: find the boundaries
+        ref_acts = ref.probe(xi, names)
+        aligned, kernels = localize.align(ref_acts, names, got, threshold)
+        res = localize.first_divergence(ref_acts, aligned, names, threshold)
+        return {"status": "ok", "input": input_names[worst], **res, "method": "kernel outputs",
+                "where": got.where, "kernels": len(got), "kernel_of": kernels}
     ref_acts = ref.probe(xi, [n for n in names if n in got])
     res = localize.first_divergence(ref_acts, got, names, threshold)
     return {"status": "ok", "input": input_names[worst], **res}

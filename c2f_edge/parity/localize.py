@@ -6,9 +6,17 @@ Boundaries are torch module paths in execution order: `downsample_layers.0` (the
 what the block adds to its residual: onnxsim folds the layer scale into the branch's last conv, so the
 unscaled branch output no longer exists in a simplified graph. A backend reports its own value of each boundary it can expose; the first whose
 relative error exceeds the precision class's `localize` tolerance is where divergence starts.
+
+A compiled bundle has no named boundaries: its graph is fused, and only kernel outputs exist. Such a
+backend returns `KernelOutputs` (every kernel's output, in call order, from running the artifact's own
+code), and `align` finds each boundary among them by value: a boundary matches the first later output
+within the tolerance. Boundaries the bundle never materializes (fused away) match nothing and are left
+out; the divergence starts at the first boundary after the last one that matched.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -84,3 +92,54 @@ def first_divergence(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], ord
         "missing": [n for n in order if n not in got],
         "profile": profile,
     }
+
+
+@dataclass
+class KernelOutputs:
+    """What a fused artifact exposes instead of named boundaries: its kernels' outputs in call order."""
+
+    outputs: list[tuple[str, np.ndarray]]  # (kernel name, output)
+    where: str  # where the kernels ran, for the report
+
+    def __len__(self) -> int:
+        return len(self.outputs)
+
+
+def as_nchw(a: np.ndarray) -> np.ndarray:
+    """A channel-blocked activation [N, C/b, H, W, b] as NCHW; anything else as it is."""
+    a = np.asarray(a)
+    if a.ndim == 5:
+        n, cb, h, w, b = a.shape
+        return a.transpose(0, 1, 4, 2, 3).reshape(n, cb * b, h, w)
+    return a
+
+
+def align(ref: dict[str, np.ndarray], order: list[str], found: KernelOutputs,
+          threshold: float) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Boundary -> the artifact's tensor for it, and boundary -> the kernel that wrote it.
+
+    Walking the boundaries in order, each matches the first kernel output after the previous match that
+    has its size and is within `threshold`. After the last match, every remaining boundary gets its
+    closest same-size output, so `first_divergence` reports where matching stopped and by how much --
+    except branch boundaries (`.attn`, `.mlp`) when no branch of that kind matched before: the artifact
+    fused them away, and the divergence is then reported at the block."""
+    outs = [(name, as_nchw(a)) for name, a in found.outputs]
+    got, kernel, pos, last = {}, {}, 0, -1
+    for k, name in enumerate(order):
+        r = ref.get(name)
+        if r is None:
+            continue
+        for i in range(pos, len(outs)):
+            o = outs[i][1]
+            if o.size == r.size and activation_error(r, o) <= threshold:
+                got[name], kernel[name], pos, last = o, outs[i][0], i + 1, k
+                break
+    seen_branches = {n.rsplit(".", 1)[1] for n in got if n.endswith((".attn", ".mlp"))}
+    for name in order[last + 1:]:
+        if name.endswith((".attn", ".mlp")) and name.rsplit(".", 1)[1] not in seen_branches:
+            continue
+        r = ref.get(name)
+        cands = [(activation_error(r, o), kn, o) for kn, o in outs[pos:] if r is not None and o.size == r.size]
+        if cands:
+            _, kernel[name], got[name] = min(cands, key=lambda c: c[0])
+    return got, kernel

@@ -93,21 +93,18 @@ def _looks_emulated(cfg: ProfileConfig) -> bool:
     return False
 
 
-def _bundle(artifact: str) -> tuple[dict, Path, str]:
-    from c2f_edge.compile.bundle import LIBRARY, read_bundle_manifest
+def _bundle(artifact: str, local: bool) -> tuple[dict, Path, str]:
+    from c2f_edge.compile.bundle import LIBRARY, check_runs_here, read_bundle_manifest
 
     d = Path(artifact)
     if not d.is_dir():
         raise ArtifactError(f"no bundle directory at {d}", hint="run `c2f-edge compile --target ...` first, "
                                                                 "or pass --artifact build/<target>")
-    m = read_bundle_manifest(d)
+    m = read_bundle_manifest(d)  # checks model.so against the manifest's sha256
+    if local:
+        check_runs_here(d, m)
     lib = d / LIBRARY
-    want = (m.get("files", {}).get(LIBRARY) or {}).get("sha256")
-    got = sha256_file(lib)
-    if want and want != got:
-        raise ArtifactError(f"{lib} does not match its manifest (sha256 {got[:12]} != {want[:12]})",
-                            hint="the file was changed or is corrupt; re-run `c2f-edge compile`")
-    return m, lib, got
+    return m, lib, sha256_file(lib)
 
 
 def _conditions(cfg: ProfileConfig, m: dict, lib: Path, sha: str, emulated: bool) -> dict:
@@ -142,7 +139,7 @@ def profile(cfg: ProfileConfig, on_event=None) -> dict:
 
     `on_event(event: dict)` is called for each worker event (stage, samples, kernel, ...), e.g. for a UI."""
     cfg.validate()
-    m, lib, sha = _bundle(cfg.artifact)
+    m, lib, sha = _bundle(cfg.artifact, local=cfg.mode == "local")
     emulated = _looks_emulated(cfg)
     inp = m.get("input") or {}
     if not inp.get("shape"):

@@ -72,3 +72,30 @@ def test_a_machine_log_is_looked_up_under_its_cpu_and_the_note_names_the_others(
     assert log is None
     assert str(tmp_path / "arm64" / "rocketlake-2cores") in note and "logs exist for znver3-2cores" in note
     assert tuning_db.log_dir("arm64", None, tmp_path) == tmp_path / "arm64"
+
+
+@pytest.mark.slow
+def test_the_shipped_host_logs_fit_todays_pipeline_and_graph(onnx_artifact):
+    """Every committed host log still applies: same TVM, target and graph, the current PIPELINE_VERSION,
+    and a record for every kernel today's pipeline builds. A change to the passes that alters the
+    kernels without a version bump would make `compile --target host` quietly replay fewer records."""
+    from pathlib import Path
+
+    from c2f_edge.backend import targets, tvm_build
+    from c2f_edge.core.onnx_file import graph_signature, load_onnx
+    from c2f_edge.tune.tasks import extract_tasks
+
+    root = Path(__file__).resolve().parents[2] / "tuning_logs" / "host"
+    machines = tuning_db.machine_logs(root)
+    assert machines, "no shipped host log"
+    spec = targets.get("host")
+    signature = graph_signature(load_onnx(onnx_artifact / "model.onnx"))
+    for machine in machines:
+        log = tuning_db.read_log(root / machine)
+        # the host target as it was on the machine that tuned it ("@system" values from the log)
+        target = {k: log.meta["target"][k] if v == "@system" else v for k, v in spec.target.items()}
+        assert tuning_db.mismatch(log, target, signature) is None
+        db = tvm_build.open_database(root / machine)
+        tasks = extract_tasks(onnx_artifact / "model.onnx", target)
+        missing = [t.task_name for t in tasks if not db.has_workload(t.dispatched[0])]
+        assert not missing, f"{machine}: no records for {missing}"

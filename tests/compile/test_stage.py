@@ -33,6 +33,7 @@ def _check_bundle(bundle, target: str, onnx_dir):
     assert m["input"]["normalization"]["mean"] == [0.485, 0.456, 0.406]
     assert m["output"]["shape"] == [1, 1000]
     assert m["tuning"]["status"] == "untuned" and "--tuning-log none" in m["tuning"]["note"]
+    assert m["tuning"]["kernels"]["from_log"] == 0 and m["tuning"]["kernels"]["total"] > 10
     assert m["versions"]["apache-tvm"] and m["timings_s"]["total"] > 0
     assert m["versions"]["c2f-edge pipeline"] == PIPELINE_VERSION  # what scripts/bench_host.py reuses bundles by
     assert m["bundle_bytes"] >= m["files"][LIBRARY]["bytes"]
@@ -208,27 +209,29 @@ def test_bad_tuning_log_and_no_model(tmp_path, fake_onnx_dir, capsys, monkeypatc
 
 
 @pytest.mark.slow
-def test_failure_during_build_leaves_no_bundle(tmp_path, onnx_artifact, capsys, monkeypatch):
-    """A link error after the slow compile: the temp dir is removed, an older bundle is kept intact."""
-    from c2f_edge.backend import tvm_build
-    from c2f_edge.core.errors import ToolchainError
-
+def test_failure_during_build_leaves_no_bundle(tmp_path, onnx_artifact, capsys):
+    """A link error after the slow compile (a cross-linker that fails): the temp dir is removed, an older
+    bundle is kept intact."""
     out = tmp_path / "b"
     out.mkdir()
     (out / "manifest.json").write_text("{}")  # an earlier bundle
-
-    def boom(*a, **k):
-        raise ToolchainError("linking model.so failed: simulated", hint="test")
-
-    from types import SimpleNamespace
-
-    monkeypatch.setattr(tvm_build, "build", lambda *a, **k: SimpleNamespace(mod=None))
-    monkeypatch.setattr(tvm_build, "imported_kinds", lambda *a: [])
-    monkeypatch.setattr(tvm_build, "export_library", boom)
-    _fails(["compile", "--target", "host", "--onnx", str(onnx_artifact / "model.onnx"), "--out", str(out)],
-           capsys, "simulated")
+    _fails(["compile", "--target", "arm64", "--onnx", str(onnx_artifact / "model.onnx"), "--tuning-log", "none",
+            "--cross-compiler", "false", "--out", str(out)], capsys, "failed to link model.so")
     assert (out / "manifest.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_a_native_crash_in_the_build_is_one_error(tiny_onnx, tmp_path, capsys, monkeypatch):
+    """The build runs in a child process, so a native crash there (here the child is killed by SIGSEGV
+    as it starts, through a sitecustomize on its PYTHONPATH) is a one-line error and leaves nothing."""
+    crash = tmp_path / "crash"
+    crash.mkdir()
+    (crash / "sitecustomize.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    monkeypatch.setenv("PYTHONPATH", str(crash))
+    out = tmp_path / "b"
+    _fails(["compile", "--target", "host", "--onnx", str(tiny_onnx), "--tuning-log", "none", "--out", str(out)],
+           capsys, "TVM crashed (SIGSEGV) while building for host")
+    _no_bundle(out)
 
 
 # --- the arm64 bundle on the emulated aarch64 board -----------------------------------------------------

@@ -29,3 +29,43 @@ def test_every_mode_resolves_before_anything_is_built():
     assert {"local", "emulated", "rpc://"} <= set(VERIFIERS)
     assert resolve_verifier("none") == "none" and resolve_verifier("auto") == "auto"
     assert callable(resolve_verifier("rpc://tracker@127.0.0.1:9190/rk3588"))
+
+
+def test_a_bundle_that_disagrees_with_pytorch_is_not_written(mutated_onnx, tmp_path, capsys):
+    """An ONNX whose weights are not the ones its manifest names (one element of stages.2.3's MLP off
+    by 1): the build itself works, the check against PyTorch fails, and nothing is left behind."""
+    from tests.compile.test_stage import _fails, _no_bundle
+
+    bad = mutated_onnx("stages.2.3.mlp.fc1.weight")
+    out = tmp_path / "b"
+    err = _fails(["compile", "--target", "host", "--onnx", str(bad / "model.onnx"), "--tuning-log", "none",
+                  "--out", str(out)], capsys, "disagrees with torch fp32", "max_abs_diff")
+    assert "--no-verify" in err
+    _no_bundle(out)
+
+
+@pytest.mark.emulated
+def test_compile_verify_emulated_end_to_end(tiny_onnx, tmp_path, capsys):
+    """`compile --target arm64 --verify emulated`: the aarch64 bundle runs on the emulated board and is
+    judged before it is written (a small net: emulation is slow). Its ONNX file records no weights, so
+    the reference is ONNX Runtime on that file, and the manifest says so."""
+    import json
+
+    from c2f_edge.cli import main
+
+    out = tmp_path / "arm64"
+    assert main(["compile", "--target", "arm64", "--onnx", str(tiny_onnx), "--verify", "emulated",
+                 "--out", str(out)]) == 0
+    assert "verified (emulated, emulated aarch64 board" in capsys.readouterr().out
+    par = json.loads((out / "manifest.json").read_text())["parity"]
+    assert par["status"] == "passed"
+    res = par["emulated"]
+    assert res["reference"].startswith("onnxruntime") and res["n_inputs"] == 2 and res["top1_agreement"] == 1.0
+    assert res["max_abs_diff"] <= res["tolerance"]["max_abs"]
+
+
+def test_verify_over_rpc_runs_the_bundle_on_the_server(host_bundle, host_rpc_server, rpc_tracker):
+    url = f"rpc://tracker@{rpc_tracker.address}/{host_rpc_server.key}"
+    res = verify_bundle(host_bundle, url, n=1)
+    assert res["device"] == url and res["how"] == url and res["reference"] == "torch fp32"
+    assert res["max_abs_diff"] <= res["tolerance"]["max_abs"]

@@ -30,6 +30,18 @@ def test_metrics_measure_the_difference():
     assert "max_abs_diff 0.5 > 0.001" in judge(m, DEFAULT_TOLERANCES["fp32"])
 
 
+def test_cosine_is_the_angle_of_the_worst_input():
+    a = np.array([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 0.0, 0.0, 0.0]])
+    out = np.array([[0.0, 1.0, 0.0, 0.0, 0.0, 0.0],   # orthogonal: 0
+                    [2.0, 4.0, 6.0, 0.0, 0.0, 0.0]])  # scaled: 1
+    assert logit_metrics(a, out)["cosine_min"] == pytest.approx(0.0, abs=1e-12)
+    assert logit_metrics(a[1:], out[1:])["cosine_min"] == pytest.approx(1.0)
+    assert logit_metrics(a[1:], -out[1:])["cosine_min"] == pytest.approx(-1.0)
+    tilted = a[1:] + np.array([[0.0, 0.0, 0.0, 1.0, 0.0, 0.0]])  # cos = 14 / (sqrt(14) sqrt(15))
+    assert logit_metrics(a[1:], tilted)["cosine_min"] == pytest.approx(np.sqrt(14 / 15), rel=1e-9)
+    assert "cosine_min 0.9660918 < 0.99999" in judge(logit_metrics(a[1:], tilted), DEFAULT_TOLERANCES["fp32"])
+
+
 def test_top1_and_top5_follow_the_ranking():
     ref = np.arange(10, dtype=np.float32)[None].repeat(2, 0)
     out = ref.copy()

@@ -88,6 +88,17 @@ def test_simplification_that_changes_outputs_is_an_error(tmp_path, monkeypatch, 
     assert list(tmp_path.iterdir()) == []  # the temp dir is gone too
 
 
+def test_onnx_runtime_that_disagrees_with_pytorch_is_an_error(tmp_path, monkeypatch, synthetic_model):
+    """ONNX Runtime's logits off by 1e-2 (the raw and the simplified graph alike, so onnxsim's own check
+    passes): the export fails on the ORT-vs-PyTorch check and writes nothing."""
+    real = export_mod.run_ort
+    monkeypatch.setattr(export_mod, "run_ort", lambda sess, x: real(sess, x) + np.float32(1e-2))
+    out = tmp_path / "onnx"
+    with pytest.raises(OutputMismatchError, match="ONNX Runtime disagrees with PyTorch: max_abs_diff 0.01"):
+        export_onnx(ExportConfig(weights="synthetic", out=str(out)), model=synthetic_model, source=_source())
+    assert list(tmp_path.iterdir()) == []
+
+
 def _source():
     from c2f_edge.models.weights import WeightsSource
 

@@ -72,11 +72,11 @@ def test_raw_onnx_has_scopes_that_agree_with_the_simplified_map(raw_onnx, onnx_a
     raw = load_onnx(raw_onnx / "model.onnx", check=False)
     assert scopes.scope_order(raw)
     simplified = load_onnx(onnx_artifact / "model.onnx", check=False)
-    own = scopes.boundary_tensors_for(simplified, None, names) if scopes.scope_order(simplified) else None
+    assert scopes.scope_order(simplified) == []  # onnxsim drops node metadata: why the export keeps scopes.json
     via_raw = scopes.probe_tensors(simplified, scopes.scope_order(raw), names)
-    via_cache = scopes.boundary_tensors_for(simplified, onnx_artifact / "model.onnx", names)
-    assert via_raw == via_cache and len(via_raw) == len(names)
-    assert own is None or own == via_raw
+    via_sidecar = scopes.probe_tensors(simplified, scopes.load_scopes(onnx_artifact / scopes.SCOPES_FILE), names)
+    via_cache = scopes.probe_tensors(simplified, scopes.architecture_scopes("n", 20), names)
+    assert via_raw == via_sidecar == via_cache and len(via_raw) == len(names)
     assert np.all([t in scopes.graph_tensors(simplified) for t in via_raw.values()])
 
 
@@ -88,3 +88,38 @@ def test_changed_core_ml_weight_is_localized(mutated_coreml_fp32):
     loc = entry["localization"]
     # Core ML exposes whole modules (its attn/mlp vars are unscaled), so the block itself is reported.
     assert loc["status"] == "ok" and loc["block"] == "stages.2.3" and loc["diverges_at"] == "stages.2.3"
+
+
+def _localized(bundle, spec_name: str, options=None) -> dict:
+    result = run_parity([BackendSpec(spec_name, str(bundle), options or {})], build_inputs("photos", n=1),
+                        reference=BackendSpec("torch", str(bundle)), quiet=True)
+    (entry,) = result["backends"]
+    assert not result["passed"] and entry["status"] == "fail"
+    return entry["localization"]
+
+
+def _check_bundle_localization(loc: dict) -> None:
+    """The changed weight is in stages.2.3's MLP. A fused bundle has no branch outputs, so the
+    divergence is found at the block's output; everything before it matches the bundle's own kernels."""
+    assert loc["status"] == "ok" and loc["method"] == "kernel outputs", loc
+    assert loc["diverges_at"] == "stages.2.3" and loc["block"] == "stages.2.3"
+    profile = {p["boundary"]: p["rel_err"] for p in loc["profile"]}
+    assert {"downsample_layers.0", "stages.0.0", "stages.2.2"} <= set(profile)
+    before = [e for b, e in profile.items() if b != "stages.2.3" and list(profile).index(b) < list(profile).index(
+        "stages.2.3")]
+    assert before and max(before) < 1e-4 < profile["stages.2.3"]
+
+
+def test_tvm_localization_runs_the_bundle_itself(mutated_host_bundle):
+    """The bundle's manifest names the clean ONNX: a probe that rebuilt that ONNX would find nothing."""
+    loc = _localized(mutated_host_bundle, "tvm-local")
+    _check_bundle_localization(loc)
+    assert loc["where"] == "this machine" and loc["kernels"] > 100
+
+
+def test_tvm_localization_over_rpc_calls_the_bundles_kernels_on_the_board(mutated_host_bundle, host_rpc_server,
+                                                                           rpc_tracker):
+    loc = _localized(mutated_host_bundle, "tvm-rpc",
+                     {"rpc": f"rpc://tracker@{rpc_tracker.address}/{host_rpc_server.key}"})
+    _check_bundle_localization(loc)
+    assert "over RPC" in loc["where"]

@@ -45,6 +45,10 @@ def test_tvm_host_bundle_and_manifest_record(host_bundle, tmp_path):
                         reference=BackendSpec("torch", str(bundle)), quiet=True)
     print("\n" + markdown(result))
     assert result["passed"]
+    metrics = result["backends"][0]["metrics"]
+    # TVM's own arithmetic (other summation order, polynomial erf): close to torch, never bit-identical,
+    # so the numbers came from the bundle and not from the reference path
+    assert 0 < metrics["max_abs_diff"] < 1e-4
     assert record_in_manifests(result) == [str(bundle)]
     m = json.loads((bundle / "manifest.json").read_text())
     rec = m["parity"]["harness"]["tvm-local[host]"]
@@ -79,10 +83,34 @@ def test_coreml_fp16_fails_at_fp32_tolerance_and_is_localized(coreml_fp16):
 @pytest.mark.emulated
 def test_tvm_arm64_bundle_on_the_emulated_board(arm64_bundle):
     from c2f_edge.board import emulator
+    from c2f_edge.core.errors import ToolchainError
 
     try:
         emulator.check_prerequisites()
-    except Exception as e:  # noqa: BLE001 - any missing piece means: cannot run here
+    except ToolchainError as e:  # qemu or the arm64 apt setup missing: this machine cannot emulate a board
         pytest.skip(reason=f"emulated aarch64 board not available: {e}")
     e = _check(BackendSpec("tvm-rpc", str(arm64_bundle), {"rpc": "emulated"}, max_inputs=1), n=1)
     assert "emulated" in e["device"]
+
+
+def test_the_reference_follows_the_artifacts_manifest(tmp_path):
+    """An export made from a checkpoint (synthetic seed-3 weights, saved the way official checkpoints
+    wrap them): parity's reference is that checkpoint, read from the export's manifest, not the default
+    synthetic weights -- which this artifact does not compute."""
+    import torch
+
+    from c2f_edge.export import ExportConfig, export_onnx
+    from c2f_edge.models.weights import load_model
+
+    model, _ = load_model("n", weights="synthetic", seed=3)
+    ckpt = tmp_path / "conv2former_n.pth"
+    torch.save({"model": model.state_dict()}, ckpt)
+    onnx_dir = export_onnx(ExportConfig(checkpoint=str(ckpt), out=str(tmp_path / "onnx"), parity_inputs=1)).parent
+    inputs = build_inputs("photos", n=1)
+    result = run_parity([BackendSpec("onnxruntime", str(onnx_dir))], inputs, quiet=True)
+    assert result["passed"]
+    ref = result["reference"]
+    assert ref["weights"]["kind"] == "checkpoint" and ref["weights"]["path"] == str(ckpt)
+    wrong = run_parity([BackendSpec("onnxruntime", str(onnx_dir))], inputs, quiet=True, localize_failures=False,
+                       reference=BackendSpec("torch", str(onnx_dir), {"weights": "synthetic", "seed": 0}))
+    assert not wrong["passed"]

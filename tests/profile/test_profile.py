@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from c2f_edge.cli import main as cli
@@ -51,6 +52,21 @@ def _png_size(path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+# The plot's colours (c2f_edge/profile/plot.py): histogram bars, kernel bars, the EMULATED/INCOMPLETE title.
+HISTOGRAM, KERNELS, WARNING = (0x4C, 0x72, 0xB0), (0xDD, 0x84, 0x52), (0xB2, 0x22, 0x22)
+
+
+def _drawn(path, rgb, half: str = "all") -> int:
+    """Pixels of the PNG (its left 40% or right half, or all) within a few levels of an RGB colour.
+    The latency panel takes the left ~43% of the figure, the kernel panel the rest."""
+    import matplotlib.image
+
+    img = (matplotlib.image.imread(str(path))[..., :3] * 255).round()
+    w = img.shape[1]
+    img = {"left": img[:, : w * 2 // 5], "right": img[:, w // 2:], "all": img}[half]
+    return int((np.abs(img - np.array(rgb)).max(axis=-1) <= 3).sum())
+
+
 @pytest.fixture(scope="module")
 def tiny_local_run(tiny_bundle, tmp_path_factory):
     """One in-process profile of the tiny bundle with --per-op and --plot, shared by the tests below."""
@@ -77,7 +93,11 @@ def test_tiny_local_with_per_op_and_plot(tiny_local_run):
     assert d["conditions"]["board"]["emulated"] is False and "EMULATED" not in md
     assert "| p99 |" in md and "Per-kernel breakdown" in md
     w, h = _png_size(png)
-    assert w >= 800 and h >= 400 and png.stat().st_size > 10_000
+    assert w >= 800 and h >= 400
+    # a histogram on the left, the kernel bars on the right, and no warning-red title
+    assert _drawn(png, HISTOGRAM, "left") > 2000 and _drawn(png, HISTOGRAM, "right") == 0
+    assert _drawn(png, KERNELS, "right") > 2000 and _drawn(png, KERNELS, "left") == 0
+    assert _drawn(png, WARNING) == 0
 
 
 def test_compare_prints_ratios(tiny_local_run, tiny_bundle, tmp_path, capsys):
@@ -201,6 +221,7 @@ def test_host_bundle_through_tracker(host_bundle, host_rpc_server, rpc_tracker, 
     assert "Per-kernel breakdown" in md and "emulated" not in md.lower()
     w, h = _png_size(png)
     assert w >= 800 and h >= 400
+    assert _drawn(png, KERNELS, "right") > 2000 and _drawn(png, WARNING) == 0
 
 
 @pytest.mark.slow
@@ -221,6 +242,8 @@ def test_emulated_board_is_labelled(tiny_arm64_bundle, emulated_board, rpc_track
     assert any("EMULATED" in n for n in d["notes"])
     assert "EMULATED" in md and "emulated ms" in md
     _png_size(png)
+    assert _drawn(png, WARNING) > 200  # the title says EMULATED, in red
+    assert _drawn(png, HISTOGRAM, "left") > 500 and _drawn(png, KERNELS, "right") > 500
 
 
 @pytest.mark.slow

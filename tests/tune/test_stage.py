@@ -321,6 +321,8 @@ def test_compile_applies_a_conv2former_log_and_matches_pytorch(c2f_tuned, onnx_a
     assert _sha(c2f_tuned) == before, "compile measured or rewrote the tuning log"
     man = json.loads((bundle / "manifest.json").read_text())
     assert man["tuning"]["status"] == "tuned" and man["tuning"]["log"]["records"] == log.n_records
+    # the log's one tuned task (and its default-schedule record) scheduled a kernel of this build
+    assert 1 <= man["tuning"]["kernels"]["from_log"] < man["tuning"]["kernels"]["total"]
 
     x = photo_batch(2)
     model, _ = load_model("n", weights="synthetic", seed=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from c2f_edge.core.errors import UnsupportedError
+from c2f_edge.coreml.compress import tolerance_class
 from c2f_edge.parity.backends.base import Backend, manifest_or_empty, register_backend
 
 
@@ -26,8 +27,7 @@ class CoreMLBackend(Backend):
         self.manifest = manifest_or_empty(self.package.parent)
         compress = (self.manifest.get("compress") or {}).get("mode", "none")
         self.mode = options.get("mode") or ("fp16" if self.manifest.get("precision") == "fp16" else "fp32")
-        self.precision = (compress if compress in ("int8", "int4") else
-                          "palettized" if compress.startswith("palett") else self.mode)
+        self.precision = tolerance_class(compress, self.mode)
         self.image_input = self.manifest.get("input_kind") == "image"
         self.backend = check.select_backend(options.get("runtime") or "auto")
         self.device = "MLModel.predict" if self.backend == "coreml" else "NumPy MIL interpreter"

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
+from c2f_edge.compile.bundle import LIBRARY
 from c2f_edge.core.errors import (
     ArtifactError,
     C2FError,
     RemoteError,
-    UnsupportedError,
     UsageError,
     first_line,
 )
 from c2f_edge.parity.backends.base import Backend, register_backend
+from c2f_edge.parity.localize import KernelOutputs
 
 
 class _TvmBase(Backend):
@@ -33,34 +34,6 @@ class _TvmBase(Backend):
     @property
     def label(self):
         return f"{self.name}[{self.target_name}]"
-
-    def _debug_executable(self, boundaries):
-        """The bundle's source ONNX with the boundaries as extra outputs, compiled like the bundle (same
-        target, same tuning log). Returns (executable, {boundary: output index})."""
-        from c2f_edge.backend import tvm_build
-        from c2f_edge.core.onnx_file import load_onnx
-        from c2f_edge.export import scopes
-
-        onnx_path = Path((self.manifest.get("onnx") or {}).get("path", ""))
-        if not onnx_path.is_file():
-            raise UnsupportedError(f"the bundle's source ONNX ({onnx_path}) is gone, so no debug build",
-                                   hint="keep the exported ONNX next to the bundle to localize TVM mismatches")
-        model = load_onnx(onnx_path, check=False)
-        tensors = scopes.boundary_tensors_for(model, onnx_path, boundaries)
-        probed = scopes.with_outputs(model, list(tensors.values()), infer_shapes=True)
-        shape = self.manifest["input"]["shape"]
-        mod, params = tvm_build.import_onnx(probed, shape)
-        log = ((self.manifest.get("tuning") or {}).get("log") or {}).get("path")
-        db = tvm_build.open_database(log) if log and Path(log).is_dir() else None
-        outputs = [o.name for o in probed.graph.output]
-        index = {b: outputs.index(t) for b, t in tensors.items()}  # `pred` may be the original output
-        return tvm_build.build(mod, params, self.manifest["target"]["json"], database=db), index
-
-    @staticmethod
-    def _outputs(res) -> list[np.ndarray]:
-        if hasattr(res, "numpy"):
-            return [res.numpy()]
-        return [r.numpy() for r in res]
 
 
 @register_backend
@@ -81,16 +54,15 @@ class TvmLocalBackend(_TvmBase):
         return self.runner(x)
 
     def probe(self, x, boundaries):
+        """The bundle's own kernels, here, with every kernel's output copied as it is written."""
         import tvm
         from tvm.runtime.vm import VirtualMachine
 
-        ex, index = self._debug_executable(boundaries)
-        with tempfile.TemporaryDirectory(prefix="c2f-parity-") as d:
-            lib_path = Path(d) / "debug.so"
-            ex.export_library(str(lib_path))
-            vm = VirtualMachine(tvm.runtime.load_module(str(lib_path)), tvm.cpu())
-            outs = self._outputs(vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x, np.float32), tvm.cpu())))
-        return {b: outs[i] for b, i in index.items()}
+        from c2f_edge.backend.kernel_trace import capture_kernel_outputs
+
+        vm = VirtualMachine(tvm.runtime.load_module(str(self.artifact / LIBRARY)), tvm.cpu())
+        _, outputs = capture_kernel_outputs(vm, x, tvm.cpu())
+        return KernelOutputs(outputs, "this machine")
 
 
 @register_backend
@@ -128,22 +100,30 @@ class TvmRpcBackend(_TvmBase):
         return self.runner(x)
 
     def probe(self, x, boundaries):
+        """The bundle's own kernels on the board, one call at a time: its VM bytecode runs here and each
+        kernel call goes over RPC to the board's copy of the bundle's kernel library, with its tensors."""
         import tvm
-        from tvm.runtime.vm import VirtualMachine
 
-        from c2f_edge.backend import crosslink, targets
+        from c2f_edge.backend import bundle_file
+        from c2f_edge.backend.kernel_trace import run_kernel_by_kernel
 
-        ex, index = self._debug_executable(boundaries)
-        spec = targets.get(self.target_name)
+        so = self.artifact / LIBRARY
         sess = self.session_handle.session
-        with tempfile.TemporaryDirectory(prefix="c2f-parity-") as d:
-            lib_path = Path(d) / "debug.so"
-            ex.export_library(str(lib_path), fcompile=crosslink.linker_for(spec, None))
-            sess.upload(str(lib_path), target="c2f_parity_debug.so")
         dev = sess.device(self.manifest["runtime"]["device"], 0)
-        vm = VirtualMachine(sess.load_module("c2f_parity_debug.so"), dev)
-        outs = self._outputs(vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x, np.float32), dev)))
-        return {b: outs[i] for b, i in index.items()}
+        with tempfile.TemporaryDirectory(prefix="c2f-parity-") as d:
+            klib = bundle_file.kernel_library(so, Path(d) / "kernels.so")
+            sess.upload(str(klib), target="c2f_parity_kernels.so")
+        kernels = sess.load_module("c2f_parity_kernels.so")
+
+        def call(name, args):
+            remote = [tvm.runtime.tensor(a.numpy(), dev) if hasattr(a, "numpy") else a for a in args]
+            kernels[name](*remote)
+            for a, r in zip(args, remote):
+                if hasattr(a, "numpy"):  # outputs, and inputs unchanged: a kernel may write several
+                    a.copyfrom(r.numpy())
+
+        _, outputs = run_kernel_by_kernel(bundle_file.vm_executable_bytes(so), np.asarray(x, np.float32), call)
+        return KernelOutputs(outputs, f"{self.device}, one kernel call at a time over RPC")
 
     def close(self):
         self.runner = None
@@ -154,7 +134,7 @@ class TvmRpcBackend(_TvmBase):
 class TvmQemuBackend(_TvmBase):
     """An ARM bundle (armv7, arm64) checked here with no board and no TVM runtime for its CPU: the VM
     runs on this machine, each kernel of the bundle's model.so under qemu user mode
-    (board.kernel_runner). Results are the bundle's; there is no timing and no localization."""
+    (board.kernel_runner). Results are the bundle's; there is no timing."""
 
     name = "tvm-qemu"
     description = "ARM TVM bundle: VM here, its kernels under qemu user mode"
@@ -171,3 +151,10 @@ class TvmQemuBackend(_TvmBase):
         from c2f_edge.board.kernel_runner import run_bundle
 
         return run_bundle(self.artifact, np.ascontiguousarray(x, np.float32))
+
+    def probe(self, x, boundaries):
+        """The bundle's own kernels under qemu, with every kernel's output."""
+        from c2f_edge.board.kernel_runner import run_bundle
+
+        _, outputs = run_bundle(self.artifact, np.ascontiguousarray(x, np.float32), capture=True)
+        return KernelOutputs(outputs, self.device)

@@ -61,11 +61,13 @@ def test_compile_verify_emulated_end_to_end(tiny_onnx, tmp_path, capsys):
     assert par["status"] == "passed"
     res = par["emulated"]
     assert res["reference"].startswith("onnxruntime") and res["n_inputs"] == 2 and res["top1_agreement"] == 1.0
-    assert res["max_abs_diff"] <= res["tolerance"]["max_abs"]
+    # the bundle's own arithmetic (polynomial erf, other summation order): close, never bit-identical,
+    # so the logits came from the board and not from the reference path
+    assert 0 < res["max_abs_diff"] <= res["tolerance"]["max_abs"]
 
 
 def test_verify_over_rpc_runs_the_bundle_on_the_server(host_bundle, host_rpc_server, rpc_tracker):
     url = f"rpc://tracker@{rpc_tracker.address}/{host_rpc_server.key}"
     res = verify_bundle(host_bundle, url, n=1)
     assert res["device"] == url and res["how"] == url and res["reference"] == "torch fp32"
-    assert res["max_abs_diff"] <= res["tolerance"]["max_abs"]
+    assert 0 < res["max_abs_diff"] <= res["tolerance"]["max_abs"]

@@ -237,6 +237,12 @@ def tracker_summary(tracker: str | Service, timeout: float = CONNECT_TIMEOUT) ->
     return value[1]
 
 
+def boards(tracker: str | Service, key: str, timeout: float = CONNECT_TIMEOUT) -> list[str]:
+    """HOST:PORT of every server registered under `key`, busy or free, in a stable order."""
+    info = tracker_summary(tracker, timeout)["server_info"]
+    return sorted(f"{s['addr'][0]}:{s['addr'][1]}" for s in info if s["key"] == f"server:{key}")
+
+
 def tracker_keys(tracker: str | Service, timeout: float = CONNECT_TIMEOUT) -> list[str]:
     """Keys of the servers registered with the tracker (e.g. ["arm64-emu", "host"])."""
     info = tracker_summary(tracker, timeout)["server_info"]
@@ -266,11 +272,13 @@ def start_tracker(host: str = DEFAULT_HOST, port: int | None = None, pid_file=No
 
 def start_host_server(tracker: str | Service | None = None, key: str = "host", host: str = DEFAULT_HOST,
                       port: int | None = None, pid_file=None, timeout: float = READY_TIMEOUT,
-                      name: str | None = None) -> Service:
-    """Start `python -m tvm.exec.rpc_server` on this machine, registered with `tracker` under `key`."""
+                      name: str | None = None, delay_s: float = 0.0) -> Service:
+    """Start `python -m tvm.exec.rpc_server` on this machine, registered with `tracker` under `key`.
+    delay_s > 0: a stand-in for a slower board, each timed run that much longer (board.delayed_server)."""
     tracker_addr = tracker.address if isinstance(tracker, Service) else tracker
     port = port or free_port(host)
-    cmd = [sys.executable, "-m", "tvm.exec.rpc_server", "--host", host, "--port", str(port),
+    module = ["c2f_edge.board.delayed_server", "--delay", str(delay_s)] if delay_s else ["tvm.exec.rpc_server"]
+    cmd = [sys.executable, "-m", *module, "--host", host, "--port", str(port),
            "--port-end", str(port + 1), "--key", key]
     if tracker_addr:
         tracker_summary(tracker_addr)  # fail fast (RemoteError) if it is not there
@@ -315,7 +323,7 @@ def host_server(tracker: str | Service | None = None, key: str = "host", **kw):
         svc.stop()
 
 
-_MARKERS = {"tracker": "rpc_tracker", "server": "rpc_server", "board": "guest_server"}
+_MARKERS = {"tracker": ("rpc_tracker",), "server": ("rpc_server", "delayed_server"), "board": ("guest_server",)}
 
 
 def _looks_like(svc: Service) -> bool:
@@ -324,7 +332,7 @@ def _looks_like(svc: Service) -> bool:
 
     for pid in _group_members(svc.pid):
         with contextlib.suppress(psutil.Error):
-            if any(_MARKERS.get(svc.kind, "\0") in arg for arg in psutil.Process(pid).cmdline()):
+            if any(m in arg for m in _MARKERS.get(svc.kind, ()) for arg in psutil.Process(pid).cmdline()):
                 return True
     return False
 
@@ -358,9 +366,6 @@ def connect(addr: str | Service | None = None, *, tracker: str | Service | None 
     `timeout` bounds reaching the tracker/server; `wait` bounds waiting for a busy device.
     `session_timeout` (s, 0 = none) lets the server end an overlong session.
     """
-    # A server runs one session at a time, and a session of ours that is already unreachable may still be
-    # alive in a reference cycle (remote modules and their functions): free it before asking again.
-    gc.collect()
     if isinstance(addr, Service):
         if addr.kind == "tracker":
             tracker, addr = addr, None
@@ -383,6 +388,7 @@ def connect(addr: str | Service | None = None, *, tracker: str | Service | None 
                               hint="start it (`python scripts/rpc_services.py server start`) or fix HOST:PORT; "
                                    "a server registered with a tracker is reached with tracker= and key=") from e
         # A server serves one session at a time; one that just ended may still be shutting down.
+        gc.collect()  # and one of ours that is unreachable may still be alive in a reference cycle
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -393,9 +399,21 @@ def connect(addr: str | Service | None = None, *, tracker: str | Service | None 
                                       f"{wait:.0f}s", hint="close the other session (drop every object "
                                       "that holds it, devices included) or connect through a tracker") from e
                 time.sleep(0.5)
+    return reserve(tracker, key, timeout=timeout, wait=wait, session_timeout=session_timeout)[1]
+
+
+def reserve(tracker: str | Service, key: str | None, *, timeout: float = CONNECT_TIMEOUT, wait: float = 60.0,
+            session_timeout: float = 0):
+    """A session with a free board under `key`, through the tracker: (its HOST:PORT, the session). The
+    board stays reserved for as long as the session lives."""
+    if isinstance(tracker, Service):
+        tracker = tracker.address
     if not key:
         raise UsageError("connecting through a tracker needs a device key", hint="pass key=, e.g. key=\"arm64-emu\"")
     thost, tport = parse_addr(tracker, "tracker")
+    # A session of ours that is already unreachable may still hold a board from a reference cycle
+    # (remote modules and their functions): free it before asking for one.
+    gc.collect()
     keys = tracker_keys(tracker, timeout)
     if key not in keys:
         raise RemoteError(f"no RPC server registered under key {key!r} at tracker {tracker} "
@@ -406,7 +424,7 @@ def connect(addr: str | Service | None = None, *, tracker: str | Service | None 
         host, port, matchkey = _request(tracker, thost, tport, key, timeout, max(deadline - time.monotonic(), 0.1),
                                         wait)
         try:
-            return _open(host, port, matchkey, session_timeout, f"device {key!r} at {host}:{port}")
+            return f"{host}:{port}", _open(host, port, matchkey, session_timeout, f"device {key!r} at {host}:{port}")
         except _Busy as e:
             # A direct client got there first; the board re-offers itself once that session ends.
             if time.monotonic() > deadline:

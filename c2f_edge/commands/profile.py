@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from c2f_edge.commands._common import add_hash_arg
+from c2f_edge.profile.fleet import OUTLIER_RATIO
 
 ORDER = 60
 
@@ -29,6 +30,8 @@ examples:
   c2f-edge profile --artifact build/arm64 --rpc-tracker 127.0.0.1:9190 --rpc-key pi4 --threads 4 \\
       --per-op --json pi4.json --plot pi4.png
   c2f-edge profile --artifact build/arm64 --rpc 192.168.1.20:9090 --repeat 100 --cooldown-ms 50
+  c2f-edge profile --artifact build/rpi5 --rpc-tracker 192.168.1.10:9190 --rpc-key rpi5 --all-boards \
+      --json fleet.json                                   # every board under the key, side by side
   c2f-edge profile --compare untuned.json tuned.json      # side by side, ratios vs the first
   c2f-edge profile --schema                               # the --json format, field by field
 """
@@ -47,6 +50,10 @@ def register(sub) -> None:
                                                         "--key the server was started with, if any)")
     where.add_argument("--rpc", metavar="HOST:PORT", help="an RPC server started without a tracker")
     where.add_argument("--local", action="store_true", help="this machine, in-process (host bundles)")
+    where.add_argument("--all-boards", action="store_true",
+                       help="with --rpc-tracker: profile every board under --rpc-key (boards on different hosts "
+                            "in parallel, boards sharing a host one after another), side by side, and flag a "
+                            f"board whose p50 is above {OUTLIER_RATIO:g}x the fleet median")
     t = p.add_argument_group("timing")
     t.add_argument("--warmup", type=int, metavar="N", default=2, help="untimed runs after the cold start (default 2)")
     t.add_argument("--repeat", type=int, metavar="N", default=30, help="number of latency samples (default 30)")
@@ -98,6 +105,8 @@ def run(args) -> int:
                         addr=args.rpc, warmup=args.warmup, repeat=args.repeat, number=args.number,
                         min_repeat_ms=args.min_repeat_ms, cooldown_ms=args.cooldown_ms, threads=args.threads,
                         affinity=args.affinity, per_op=args.per_op, timeout=args.timeout, emulated=args.emulated)
+    if args.all_boards:
+        return _fleet(cfg, args)
     result = profile(cfg)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -111,4 +120,36 @@ def run(args) -> int:
     if args.json:
         print(f"result: {args.json}", file=sys.stderr)
     raise_if_incomplete(result)
+    return 0
+
+
+def _fleet(cfg, args) -> int:
+    from c2f_edge.core.artifacts import write_json
+    from c2f_edge.core.errors import RemoteError, UsageError
+    from c2f_edge.profile import report
+    from c2f_edge.profile.fleet import profile_fleet
+
+    if cfg.mode != "tracker":
+        raise UsageError("--all-boards needs --rpc-tracker HOST:PORT --rpc-key KEY",
+                         hint="the tracker knows which boards are registered under the key")
+    if args.plot:
+        raise UsageError("--plot draws one board; --all-boards writes one table", hint="drop --plot, or profile "
+                         "one board at a time")
+
+    def done(addr, r):
+        p50 = r["latency_ms"]["p50"]
+        print(f"  {addr}: {'done' if r['complete'] else 'INCOMPLETE'}, p50 "
+              + (f"{p50:.3f} ms" if p50 is not None else "n/a"), file=sys.stderr)
+
+    fleet = profile_fleet(cfg, on_board=done)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.json, fleet)
+    print(report.fleet_markdown(fleet), end="")
+    if args.json:
+        print(f"result: {args.json}", file=sys.stderr)
+    if fleet["incomplete"]:
+        raise RemoteError(f"{len(fleet['incomplete'])} of {len(fleet['boards'])} board(s) did not finish: "
+                          f"{', '.join(fleet['incomplete'])}",
+                          hint="check those boards and their server logs; the others' results are complete")
     return 0

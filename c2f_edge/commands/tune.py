@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from c2f_edge.commands._common import add_model_args
+from c2f_edge.commands._common import add_hash_arg, add_model_args
 
 ORDER = 25
 DEFAULT_ONNX = "build/onnx/model.onnx"
@@ -24,12 +24,17 @@ Interrupt with Ctrl-C (or lose the board) at any time: the records measured so f
 same command again to resume: --trials is the total, so only the rest is measured, least-tuned
 kernels first.
 
+A farm: with --rpc-tracker, every board registered under --rpc-key measures at once (--boards N caps
+it). A board that drops costs only the candidates it was measuring: they are measured again on the
+others. When the last board is gone, tuning stops as on Ctrl-C, and resumes the same way.
+
 Untuned kernels are slow (seconds per image on a small CPU); about 1,000 trials bring this model
 close to ONNX Runtime. On 2 cores that is 15-20 minutes of tuning.
 
 examples:
   c2f-edge tune --target host --trials 1000 --onnx build/onnx/model.onnx
   c2f-edge tune --target rpi4 --trials 1500 --rpc-tracker 192.168.1.10:9190 --rpc-key rpi4
+  c2f-edge tune --target rpi5 --trials 3000 --rpc-tracker 192.168.1.10:9190 --rpc-key rpi5 --boards 4
   c2f-edge tune --target arm64 --rpc 127.0.0.1:9090 --trials 200 --work-dir /tmp/arm64-try
 """
 
@@ -49,6 +54,8 @@ def register(sub) -> None:
     r.add_argument("--rpc-tracker", metavar="HOST:PORT", help="TVM RPC tracker the board is registered with")
     r.add_argument("--rpc-key", metavar="KEY", help="the board's key at the tracker (with --rpc-tracker)")
     r.add_argument("--rpc", metavar="HOST:PORT", help="one RPC server, without a tracker")
+    r.add_argument("--boards", type=int, metavar="N",
+                   help="with --rpc-tracker: measure on at most N of the key's boards at once (default: all)")
     p.add_argument("--work-dir", metavar="DIR", help="tuning log directory (default tuning_logs/<target>/)")
     p.add_argument("--cross-compiler", metavar="CMD",
                    help="linker for the candidates of a cross target (default: the target's, as in compile)")
@@ -56,6 +63,7 @@ def register(sub) -> None:
                    help="candidates measured per kernel per round (default 16)")
     p.add_argument("--max-tasks", type=int, metavar="N",
                    help="tune only the N heaviest kernels (a quick look; the others stay untuned)")
+    add_hash_arg(p)
     p.set_defaults(func=run)
 
 
@@ -79,7 +87,7 @@ def run(args) -> int:
 
         print(f"note: {SYNTHETIC_WARNING} (a tuning log depends on the graph, not the weights)", file=sys.stderr)
     cfg = TuneConfig(target=args.target, trials=args.trials, onnx=args.onnx, work_dir=args.work_dir,
-                     rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key, rpc=args.rpc,
+                     rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key, rpc=args.rpc, boards=args.boards,
                      trials_per_round=args.trials_per_round, max_tasks=args.max_tasks,
                      cross_compiler=args.cross_compiler, verbose=args.verbose,
                      model={"variant": args.variant, "checkpoint": args.checkpoint, "weights": args.weights,

@@ -5,7 +5,8 @@
 
 Modules: runner (drives a measuring worker process with a watchdog), worker (runs on the client, talks to
 the board), timing (statistics), per_op (kernel breakdown), library (reads the bundle's module table),
-conditions (what the board reports), report (Markdown, --compare), plot (PNG).
+conditions (what the board reports), report (Markdown, --compare), plot (PNG), fleet (every board
+under a key, --all-boards).
 """
 
 from c2f_edge.profile.runner import SCHEMA, ProfileConfig, profile, raise_if_incomplete

@@ -191,3 +191,38 @@ def compare(results: list[dict], names: list[str] | None = None) -> str:
                 cells.append(cell)
             lines.append(f"| {row['kernel']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def fleet_markdown(fleet: dict) -> str:
+    """Every board of a fleet side by side; ratios are to the fleet's median p50, outliers flagged."""
+    results, addrs = fleet["boards"], fleet["addresses"]
+    median, ratio = fleet["median_p50_ms"], fleet["outlier_ratio"]
+    key = results[0]["conditions"]["board"]["key"] if results else "?"
+    lines = [f"## Fleet: {len(results)} board(s) under key {key!r}", ""]
+    if any(r["conditions"]["board"]["emulated"] for r in results):
+        lines += ["> EMULATED boards: emulator timings, NOT device latencies", ""]
+    lines += ["| metric | " + " | ".join(addrs) + " |", "|---|" + "---:|" * len(addrs)]
+    for k in ("min", "p50", "p90", "p99", "mean", "std", "cold_start"):
+        lines.append(f"| {k} | " + " | ".join(f"{_f(r['latency_ms'][k], 3)} ms" for r in results) + " |")
+    cells = [f"{r['latency_ms']['p50'] / median:.2f}x" if median and r["latency_ms"]["p50"] else "n/a"
+             for r in results]
+    lines.append("| p50 / fleet median | " + " | ".join(cells) + " |")
+    lines.append("| throughput (img/s) | " + " | ".join(_f(r.get("throughput_ips"), 2) for r in results) + " |")
+    lines.append("| samples | " + " | ".join(str(r["latency_ms"]["samples"]) for r in results) + " |")
+    lines.append("| complete | " + " | ".join("yes" if r["complete"] else "NO" for r in results) + " |")
+    lines.append("| threads | " + " | ".join(str((r["conditions"].get("threads") or {}).get("used"))
+                                             for r in results) + " |")
+    lines.append("| cpu | " + " | ".join(str((r["conditions"].get("cpu") or {}).get("model") or "n/a")
+                                         for r in results) + " |")
+    lines.append("")
+    lines.append(f"fleet median p50: {_f(median, 3)} ms; an outlier is a board above {ratio:g}x it")
+    for a in fleet["outliers"]:
+        r = results[addrs.index(a)]
+        lines.append(f"OUTLIER: {a}: p50 {_f(r['latency_ms']['p50'], 3)} ms = "
+                     f"{r['latency_ms']['p50'] / median:.2f}x the fleet median (throttling? another OS image?)")
+    for a in fleet["incomplete"]:
+        err = results[addrs.index(a)].get("error") or {}
+        lines.append(f"INCOMPLETE: {a}: {err.get('message', 'the run did not finish')}")
+    if not fleet["outliers"] and not fleet["incomplete"]:
+        lines.append("no outliers")
+    return "\n".join(lines) + "\n"

@@ -155,7 +155,7 @@ def profile(cfg: ProfileConfig, on_event=None) -> dict:
 
 
 def _run_worker(wcfg: dict, timeout: float, on_event=None) -> dict:
-    state = {"stage": "start", "samples": [], "cold": None, "kernels": [], "per_op_plan": None,
+    state = {"stage": "start", "board_addr": None, "samples": [], "cold": None, "kernels": [], "per_op_plan": None,
              "per_op_done": False, "per_op_error": None, "done": False,
              "timing_method": None, "error": None, "loaded": None, "warmup": []}
     fd, cfg_path = tempfile.mkstemp(prefix="c2f-profile-", suffix=".json")
@@ -219,6 +219,7 @@ def _run_worker(wcfg: dict, timeout: float, on_event=None) -> dict:
 # field None, the whole event), "add" appends a field, "extend" adds a field's list, "flag" sets True.
 _EVENTS = {
     "stage": ("stage", "set", "stage"),
+    "board": ("board_addr", "set", "addr"),
     "conditions": ("conditions", "set", None),
     "loaded": ("loaded", "set", None),
     "cold_start": ("cold", "set", "ms"),
@@ -261,6 +262,8 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def _assemble(cfg: ProfileConfig, conds: dict, inp: dict, state: dict) -> dict:
+    if state.get("board_addr"):  # which of the key's boards the tracker gave us
+        conds["board"]["server"] = state["board_addr"]
     wc = state.get("conditions") or {}
     if wc:
         conds["cpu"] = wc.get("cpu")

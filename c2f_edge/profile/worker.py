@@ -40,9 +40,11 @@ def _connect(c: dict, timeout: float):
         return tvm_rpc.LocalSession()
     from c2f_edge.board import rpc
 
-    if c["mode"] == "tracker":
-        return rpc.connect(tracker=c["tracker"], key=c["key"], timeout=min(timeout, 30), wait=timeout,
-                           session_timeout=c.get("session_timeout") or 0)
+    if c["mode"] == "tracker":  # the tracker picks a free board: say which
+        addr, session = rpc.reserve(c["tracker"], c["key"], timeout=min(timeout, 30), wait=timeout,
+                                    session_timeout=c.get("session_timeout") or 0)
+        emit("board", addr=addr)
+        return session
     return rpc.connect(c["addr"], key=c.get("key"), timeout=min(timeout, 30),
                        session_timeout=c.get("session_timeout") or 0)
 

@@ -71,15 +71,19 @@ def remote_machine(cfg) -> dict:
         sess = rpc.connect(cfg.rpc, session_timeout=cfg.session_timeout_s)
         info = {"kind": "rpc", "server": cfg.rpc}
     else:
+        from c2f_edge.tune.farm import count_boards
+
         sess = rpc.connect(tracker=cfg.rpc_tracker, key=cfg.rpc_key, session_timeout=cfg.session_timeout_s)
-        info = {"kind": "rpc", "tracker": cfg.rpc_tracker, "key": cfg.rpc_key}
+        info = {"kind": "rpc", "tracker": cfg.rpc_tracker, "key": cfg.rpc_key,
+                "boards": max(1, count_boards(cfg.rpc_tracker, cfg.rpc_key, cfg.boards))}
     dev = sess.cpu(0)
     info["remote_cpu_present"] = bool(dev.exist)
     del sess
     return info
 
 
-def make_runner(cfg, timeout_s: float):
+def make_runner(cfg, timeout_s: float, boards: int = 1):
+    """This CPU, one RPC server (--rpc), or every board under a tracker key at once (up to `boards`)."""
     from tvm.s_tir import meta_schedule as ms
 
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100, enable_cpu_cache_flush=False)
@@ -89,10 +93,10 @@ def make_runner(cfg, timeout_s: float):
                                  session_timeout_sec=cfg.session_timeout_s)
         return ms.runner.RPCRunner(rc, evaluator, f_create_session=DirectSession(host, port, cfg.session_timeout_s))
     if cfg.rpc_tracker:
-        host, port = parse_hostport(cfg.rpc_tracker, "--rpc-tracker")
-        rc = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=cfg.rpc_key,
-                                 session_timeout_sec=cfg.session_timeout_s)
-        return ms.runner.RPCRunner(rc, evaluator)
+        from c2f_edge.tune.farm import FarmRunner
+
+        parse_hostport(cfg.rpc_tracker, "--rpc-tracker")
+        return FarmRunner(cfg.rpc_tracker, cfg.rpc_key, boards, evaluator, cfg.session_timeout_s)
     return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator)
 
 

@@ -13,7 +13,7 @@ import contextlib
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from c2f_edge.backend import tuning_db
@@ -46,6 +46,7 @@ class TuneConfig:
     rpc_tracker: str | None = None   # HOST:PORT of a tracker (with rpc_key)
     rpc_key: str | None = None
     rpc: str | None = None           # HOST:PORT of one RPC server, no tracker
+    boards: int | None = None        # with rpc_tracker: measure on at most N of the key's boards at once
     trials_per_round: int = TRIALS_PER_ROUND
     max_tasks: int | None = None     # tune only the N heaviest tasks (tests, quick looks)
     builder_workers: int | None = None
@@ -73,6 +74,7 @@ class _Job:
     tasks: list = field(default_factory=list)
     order: list[int] = field(default_factory=list)
     prev_time_s: float = 0.0
+    runner: object = None  # set by _search; a FarmRunner counts the candidates it measured again
 
     @property
     def remote(self) -> bool:
@@ -83,9 +85,12 @@ class _Job:
         # even when an interrupt lands between the database write and our progress callback.
         cfg = self.cfg
         trials_total = max(trials_total, TuningLog(self.work_dir).n_records)
+        machine = self.machine
+        if "boards" in machine:  # a farm: how many boards measured, how many candidates were re-measured
+            machine = {**machine, "remeasured_after_board_drop": getattr(self.runner, "retried", 0)}
         write_meta(self.work_dir, target_name=cfg.target, target=self.target_json,
                    graph_signature=self.ident["graph_signature"], variant=self.ident["variant"],
-                   input_shape=self.ident["input_shape"], trials=trials_total, date=_now(), machine=self.machine,
+                   input_shape=self.ident["input_shape"], trials=trials_total, date=_now(), machine=machine,
                    tuning_time_s=round(self.prev_time_s + elapsed, 1),
                    tasks={"extracted": len(self.tasks), "tuned": len(self.order)},
                    trials_per_round=cfg.trials_per_round,
@@ -108,7 +113,7 @@ def tune(cfg: TuneConfig) -> TuningLog:
         job = _resolve(cfg)
     with stages.step("importing the model and extracting tasks"):
         left, done = _plan(job)
-    with stages.step(f"tuning {left} trials on {'the board' if job.remote else 'this CPU'}"):
+    with stages.step(f"tuning {left} trials on {_where(job)}"):
         if left:
             _search(job, left, done)
         else:
@@ -125,6 +130,13 @@ def tune(cfg: TuneConfig) -> TuningLog:
     return log
 
 
+def _where(job: _Job) -> str:
+    if not job.remote:
+        return "this CPU"
+    n = job.machine.get("boards")
+    return f"{n} board(s) under key {job.cfg.rpc_key!r}" if n else "the board"
+
+
 def _check_options(cfg: TuneConfig) -> None:
     if cfg.trials < 0:
         raise UsageError("--trials must be >= 0", hint="e.g. --trials 1000")
@@ -132,6 +144,9 @@ def _check_options(cfg: TuneConfig) -> None:
         raise UsageError("--rpc and --rpc-tracker are alternatives", hint="pass one of them")
     if cfg.rpc_tracker and not cfg.rpc_key:
         raise UsageError("--rpc-tracker needs --rpc-key", hint="the key the board registered with, e.g. rpi4")
+    if cfg.boards is not None and (cfg.boards < 1 or not cfg.rpc_tracker):
+        raise UsageError("--boards N needs --rpc-tracker and N >= 1",
+                         hint="it caps how many of the key's boards measure at once")
     if cfg.rpc_key and not cfg.rpc_tracker:
         raise UsageError("--rpc-key needs --rpc-tracker HOST:PORT", hint="or use --rpc HOST:PORT for one server")
 
@@ -147,6 +162,13 @@ def _resolve(cfg: TuneConfig) -> _Job:
     work_dir = Path(cfg.work_dir) if cfg.work_dir else default_work_dir(cfg.target, spec.machine())
     _check_work_dir(work_dir, target_json, ident["graph_signature"])
     machine = remote_machine(cfg) if remote else host_machine()
+    boards = machine.get("boards", 1)
+    if cfg.trials_per_round % boards:
+        # A round ends when its last candidate is measured: with a multiple of the boards, none waits idle.
+        per_round = -(-cfg.trials_per_round // boards) * boards
+        print(f"  {per_round} candidates per round instead of {cfg.trials_per_round}: a multiple of the {boards} "
+              "boards", file=sys.stderr)
+        cfg = replace(cfg, trials_per_round=per_round)
     return _Job(cfg, target_json, fcompile, onnx_path, ident, work_dir, machine)
 
 
@@ -182,7 +204,7 @@ def _search(job: _Job, left: int, done: int) -> None:
         loggers = stack.enter_context(task_logs(work_dir, [t.task_name for t in tasks], cfg.verbose))
         stack.enter_context(_measure_threads(job))
         contexts, weights = tune_contexts(tasks, loggers, cfg.seed)
-        runner = make_runner(cfg, cfg.run_timeout_s)
+        runner = job.runner = make_runner(cfg, cfg.run_timeout_s, job.machine.get("boards", 1))
         best: dict[int, float] = {}
         stale: dict[int, int] = {}
         db = ms.database.JSONDatabase(path_workload=str(work_dir / WORKLOAD_FILE),
@@ -205,6 +227,12 @@ def _search(job: _Job, left: int, done: int) -> None:
                         measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
                         task_scheduler=make_scheduler(best, stale))
         except Exception as e:
+            from c2f_edge.tune.farm import BOARDS_GONE
+
+            if BOARDS_GONE in str(e):
+                _say_interrupted(progress.trials if progress else 0, work_dir)
+                raise RemoteError(f"every board under key {cfg.rpc_key!r} at {cfg.rpc_tracker} dropped; tuning "
+                                  "stopped", hint="start the boards again and run the same command to resume") from e
             # Ctrl-C inside a Python callback reaches us wrapped in an FFI error.
             if isinstance(e, KeyboardInterrupt) or "KeyboardInterrupt" in f"{type(e).__name__} {e}":
                 _say_interrupted(progress.trials if progress else 0, work_dir)

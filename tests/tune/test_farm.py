@@ -1,0 +1,122 @@
+"""Tuning on a farm: every board under the key measures at once, and a board that drops costs nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from c2f_edge.board import rpc
+from c2f_edge.core.errors import RemoteError
+from c2f_edge.tune import farm
+
+
+def _records(work: Path) -> list:
+    return [json.loads(line) for line in (work / "database_tuning_record.json").read_text().splitlines()]
+
+
+def _failed(records) -> int:
+    """Records whose measurement failed: MetaSchedule stores those with no (or a 1e10 s) run time."""
+    return sum(1 for r in records if not r[1][1] or min(float(s) for s in r[1][1]) >= 1e9)
+
+
+def _sessions(server: rpc.Service) -> int:
+    return Path(server.log_path).read_text(errors="replace").count("start serving")
+
+
+def test_board_failures_are_told_from_kernel_failures():
+    assert farm.is_board_failure("RPCRunner: An exception occurred\nTVMError: Socket recv: connection reset by peer")
+    assert farm.is_board_failure("RemoteError: device 'farm' at tracker 127.0.0.1:9190 stayed busy for 120s")
+    assert farm.is_board_failure("RPCRunner: Timeout, killed after 120 seconds")
+    assert not farm.is_board_failure("RPCRunner: An exception occurred\nCheck failed: (ptr != nullptr) is false")
+    assert not farm.is_board_failure(None)
+
+
+def test_an_unexplained_failure_is_the_boards_when_a_board_left_meanwhile(monkeypatch):
+    monkeypatch.setattr(farm, "DROP_GRACE_S", 0.0)
+    boards = [{"a:1", "b:1", "c:1"}]
+    watch = farm.BoardWatch(lambda: boards[0])
+    kernel_error = "RPCRunner: An exception occurred\nCheck failed: (ptr != nullptr) is false"
+    assert not watch.board_failed(kernel_error)  # all three still there: the kernel failed
+    boards[0] = {"a:1", "c:1"}
+    assert watch.board_failed(kernel_error)  # b:1 left: its candidate is measured again
+    assert not watch.board_failed(kernel_error)  # ... once: the next failure is a kernel's again
+    boards[0] = {"a:1", "c:1", "d:1"}  # a board that joins is known from then on
+    assert not watch.board_failed(kernel_error) and watch.known == {"a:1", "c:1", "d:1"}
+
+
+def test_a_board_that_drops_mid_tune_costs_no_record(tiny_onnx, tmp_path, rpc_tracker):
+    """Three boards under one key, each timed run 0.7 s longer; board 1 is killed while it measures. The
+    other two finish the budget, its in-flight candidate is measured again, and no failed record is left."""
+    from c2f_edge.tune import TuneConfig, tune
+
+    key, work = "farm-drop", tmp_path / "log"
+    boards = [rpc.start_host_server(tracker=rpc_tracker, key=key, delay_s=0.7) for _ in range(3)]
+    victim = boards[1]
+    killed = threading.Event()
+
+    def kill_while_measuring():
+        # After its first session (the default schedule or an early candidate), wait for its next one.
+        deadline = time.monotonic() + 300
+        while _sessions(victim) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # inside the session: a 2-3 s measurement has just begun
+        victim.stop()
+        killed.set()
+
+    threading.Thread(target=kill_while_measuring, daemon=True).start()
+    try:
+        log = tune(TuneConfig(target="host", trials=12, onnx=str(tiny_onnx), work_dir=str(work), trials_per_round=6,
+                              rpc_tracker=rpc_tracker.address, rpc_key=key, max_tasks=1))
+    finally:
+        for b in boards:
+            b.stop()
+    assert killed.is_set(), "the board was never killed: the test did not test anything"
+    records = _records(work)
+    assert len(records) == log.n_records == 12 and _failed(records) == 0
+    m = log.meta["machine"]
+    assert m["boards"] == 3 and m["remeasured_after_board_drop"] >= 1, m
+
+
+def test_when_the_last_board_is_gone_tuning_stops_and_resumes(tiny_onnx, tmp_path, rpc_tracker, capsys):
+    from c2f_edge.tune import TuneConfig, tune
+
+    key, work = "farm-gone", tmp_path / "log"
+    board = rpc.start_host_server(tracker=rpc_tracker, key=key, delay_s=0.7)
+
+    def kill_while_measuring():  # sessions: tune's reachability check, the default schedule, a candidate
+        deadline = time.monotonic() + 300
+        while _sessions(board) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        board.stop()
+
+    threading.Thread(target=kill_while_measuring, daemon=True).start()
+    cfg = TuneConfig(target="host", trials=8, onnx=str(tiny_onnx), work_dir=str(work), trials_per_round=4,
+                     rpc_tracker=rpc_tracker.address, rpc_key=key, max_tasks=1)
+    try:
+        with pytest.raises(RemoteError, match=f"every board under key '{key}' .* dropped"):
+            tune(cfg)
+    finally:
+        board.stop()
+    err = capsys.readouterr().err
+    assert "interrupted: the" in err and "run the same command again to resume" in err
+    kept = _records(work)
+    assert 1 <= len(kept) < 8 and _failed(kept) == 0  # what was measured stays, nothing bogus was added
+    with rpc.host_server(tracker=rpc_tracker, key=key):  # the board is back: the same call resumes
+        log = tune(cfg)
+    assert log.n_records == 8 and _failed(_records(work)) == 0
+    assert _records(work)[: len(kept)] == kept
+
+
+def test_boards_caps_the_farm_and_needs_a_tracker():
+    from c2f_edge.core.errors import UsageError
+    from c2f_edge.tune import TuneConfig, tune
+
+    with pytest.raises(UsageError, match="--boards N needs --rpc-tracker"):
+        tune(TuneConfig(target="host", boards=2))
+    with pytest.raises(UsageError, match="--boards N needs --rpc-tracker and N >= 1"):
+        tune(TuneConfig(target="host", boards=0, rpc_tracker="127.0.0.1:9", rpc_key="k"))

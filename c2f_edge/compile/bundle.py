@@ -91,10 +91,17 @@ def check_runs_here(bundle_dir, manifest: dict) -> None:
                             hint="re-copy the bundle, or rebuild it with `c2f-edge compile`")
     device = (manifest.get("runtime") or {}).get("device", "cpu")
     what = f"an {device} bundle for {elf}" if device != "cpu" else f"a bundle for {elf}"
+    if elf == "aarch64":
+        emulated = ("or on the emulated aarch64 board (parity --rpc emulated, compile --verify emulated, profile "
+                    "--rpc-tracker after `python scripts/rpc_services.py board start`)")
+    elif elf == "arm32":
+        emulated = f"or check its results under qemu (parity --backend tvm-qemu={bundle_dir})"
+    else:
+        emulated = "there is no emulator for it here"
     raise ArtifactError(f"{bundle_dir} is {what} ({manifest['target']['name']}), which cannot run on this "
                         f"{this_machine()} machine",
-                        hint="run it on a board over RPC (--rpc / --rpc-tracker), or on the emulated board "
-                             "(--rpc emulated / --emulated); or compile --target host to run it here")
+                        hint=f"run it on its board over RPC (--rpc / --rpc-tracker), {emulated}; or compile "
+                             "--target host to run it here")
 
 
 def load_bundle(bundle_dir, device=None) -> BundleRunner:

@@ -161,18 +161,19 @@ def test_no_verify_hash_loads_a_changed_bundle(tiny_bundle, tmp_path, capsys):
 
 # --- target resolution never crashes, whatever the JSON ------------------------------------------------
 
-# Valid values repeated so that about half the drawn targets resolve; the rest is every kind of wrong.
-_KINDS = st.one_of(st.sampled_from(["llvm"] * 6 + ["opencl", "c", "cuda", "vulkan", "llvmx", ""]), st.integers())
-_TRIPLES = st.one_of(st.sampled_from(["aarch64-linux-gnu", "armv7l-linux-gnueabihf", "x86_64-linux-gnu"] * 3
-                                     + ["arm64-apple-darwin", "riscv64-linux-gnu", "bogus-none", "aarch64", "-",
-                                        "thumbv7-none-eabi", "i686-pc-linux-gnu"]),
-                     st.text(max_size=12), st.integers(), st.none(), st.none(), st.none())
-_CPUS = st.one_of(st.none(), st.none(), st.none(), st.sampled_from(["generic", "cortex-a76", "cortex-a72",
-                                                                    "cortex-a7", "cortex-a999", "znver3",
-                                                                    "apple-m1", ""]),
+# Valid values are listed several times (in sampled_from, and as repeated strategies of st.one_of) so
+# that a good share of the drawn targets resolve; the rest is every kind of wrong.
+_VALID_TRIPLES = st.sampled_from(["aarch64-linux-gnu", "armv7l-linux-gnueabihf", "x86_64-linux-gnu"])
+_KINDS = st.sampled_from(["llvm"] * 12 + ["opencl", "c", "cuda", "vulkan", "llvmx", "", 0, -1, 7])
+_TRIPLES = st.one_of(*[st.none()] * 3, *[_VALID_TRIPLES] * 3,
+                     st.sampled_from(["arm64-apple-darwin", "riscv64-linux-gnu", "bogus-none", "aarch64", "-",
+                                      "thumbv7-none-eabi", "i686-pc-linux-gnu"]),
+                     st.text(max_size=12), st.integers())
+_CPUS = st.one_of(*[st.none()] * 8, st.sampled_from(["generic", "cortex-a76", "cortex-a72", "cortex-a7", "cortex-a999",
+                                                     "znver3", "apple-m1", ""]),
                   st.text(max_size=8), st.integers())
-_ATTRS = st.one_of(st.none(), st.none(), st.lists(st.sampled_from(["+neon", "+fullfp16", "-neon", "+neno", "neon",
-                                                                   "+", "+sve", "+avx2", "+d32"]), max_size=3),
+_ATTRS = st.one_of(*[st.none()] * 8, st.lists(st.sampled_from(["+neon", "+fullfp16", "-neon", "+neno", "neon", "+",
+                                                              "+sve", "+avx2", "+d32"]), max_size=3),
                    st.text(max_size=6), st.lists(st.integers(), max_size=2))
 
 

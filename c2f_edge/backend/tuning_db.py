@@ -185,8 +185,9 @@ def _record(line: str):
 
 @contextlib.contextmanager
 def readable(log_dir: str | os.PathLike):
-    """The log directory as MetaSchedule can read it: the directory itself, or a temporary copy without
-    the lines it would choke on, each named in one warning (file:line). ArtifactError if no record is left."""
+    """(the log directory as MetaSchedule can read it, how many records it has): the directory itself, or
+    a temporary copy without the lines it would choke on, each named in one warning (file:line).
+    ArtifactError if no record is left."""
     log_dir = Path(log_dir)
     workloads = (log_dir / WORKLOAD_FILE).read_text(errors="replace").splitlines()
     records = (log_dir / RECORD_FILE).read_text(errors="replace").splitlines()
@@ -214,7 +215,7 @@ def readable(log_dir: str | os.PathLike):
         raise ArtifactError(f"the tuning log {log_dir} has no readable record ({len(skipped)} unreadable lines)",
                             hint="re-run `c2f-edge tune`, or build untuned with --tuning-log none")
     if not skipped:
-        yield log_dir
+        yield log_dir, len(kept_records)
         return
     more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
     print(f"warning: skipped {len(skipped)} unreadable line(s) of the tuning log {log_dir}: "
@@ -223,4 +224,4 @@ def readable(log_dir: str | os.PathLike):
     with tempfile.TemporaryDirectory(prefix="c2f-tuning-log-") as d:
         (Path(d) / WORKLOAD_FILE).write_text("".join(w + "\n" for w in kept_workloads))
         (Path(d) / RECORD_FILE).write_text("".join(r + "\n" for r in kept_records))
-        yield Path(d)
+        yield Path(d), len(kept_records)

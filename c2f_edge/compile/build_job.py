@@ -21,8 +21,8 @@ from c2f_edge.core.errors import C2FError, ToolchainError
 
 
 def run_build_job(job: dict, what: str, verbose: bool = False) -> dict:
-    """Run the build in a child; returns its result ({"device_modules", "kernels"}) or raises the
-    child's C2FError, or a ToolchainError naming the crash."""
+    """Run the build in a child; returns its result ({"device_modules", "records_used", "kernels"}) or
+    raises the child's C2FError, or a ToolchainError naming the crash."""
     job_path = Path(job["out"]).with_name(".build-job.json")
     job_path.write_text(json.dumps(job))
     result_path = Path(f"{job_path}.result")
@@ -63,14 +63,18 @@ def build(job: dict) -> dict:
     linker = crosslink.linker_for(spec, job.get("cross_compiler"))
     mod, params = tvm_build.import_onnx(load_onnx(job["onnx"]), job["shape"])
     applied = TuningApplied()
+    records = 0
     with contextlib.ExitStack() as stack:
-        log = job.get("tuning_log")
-        database = tvm_build.open_database(stack.enter_context(tuning_db.readable(log))) if log else None
+        log, database = job.get("tuning_log"), None
+        if log:
+            log_dir, records = stack.enter_context(tuning_db.readable(log))
+            database = tvm_build.open_database(log_dir)
         ex = tvm_build.build(mod, params, spec.to_json(), database=database, applied=applied,
                              blocked=job.get("blocked", True))
     device_modules = tvm_build.imported_kinds(ex.mod)
     tvm_build.export_library(ex, job["out"], linker)
-    return {"device_modules": device_modules, "kernels": {"total": applied.kernels, "from_log": applied.from_log}}
+    return {"device_modules": device_modules, "records_used": records,
+            "kernels": {"total": applied.kernels, "from_log": applied.from_log}}
 
 
 def main(argv: list[str]) -> int:

@@ -152,10 +152,14 @@ def compile_bundle(cfg: CompileConfig) -> Path:
                    "shape": shape, "tuning_log": str(log.path) if log else None, "blocked": cfg.blocked_layout,
                    "out": str(lib_path)}
             built = run_build_job(job, what, verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
+        if log and built["records_used"] != log.n_records:  # lines skipped as unreadable
+            tuning_note = f"tuned: {log.path} ({built['records_used']} of {log.n_records} records readable)"
 
         manifest = bundle_manifest(cfg, spec, target_json, onnx_model, onnx_path, source, shape, signature, log,
                                    tuning_note, linker, built["device_modules"], lib_path)
         manifest["tuning"]["kernels"] = built["kernels"]
+        if log:
+            manifest["tuning"]["log"]["records_used"] = built["records_used"]
         write_json(tmp / MANIFEST, manifest)  # draft: loaders and verifiers read it
 
         with stages.step("verifying"):

@@ -145,6 +145,8 @@ def test_a_cut_off_tuning_log_is_read_without_its_last_line(tiny_onnx, tiny_tune
            f"database_tuning_record.json:{n_lines}" in err
     m = json.loads((out / "manifest.json").read_text())
     assert m["tuning"]["status"] == "tuned" and m["tuning"]["kernels"]["from_log"] >= 1
+    assert m["tuning"]["log"]["records_used"] == n_lines - 1
+    assert f"({n_lines - 1} of {n_lines} records readable)" in m["tuning"]["note"]
 
 
 def test_no_verify_hash_loads_a_changed_bundle(tiny_bundle, tmp_path, capsys):

@@ -268,7 +268,7 @@ def _triple_arch(triple: str) -> str:
     return _ARCH_ALIASES.get(arch, arch)
 
 
-def _did_you_mean(value: str, choices, what: str) -> str:
+def _did_you_mean(value: str, choices) -> str:
     close = difflib.get_close_matches(value, list(choices), n=3, cutoff=0.6)
     return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
 
@@ -314,7 +314,7 @@ def _check_llvm_fields(t, where: str) -> None:
         known = sorted(str(a) for a in codegen.llvm_get_targets())
         if arch not in known:
             raise UsageError(f"{where}: LLVM does not know the target triple {triple!r} (architecture {arch!r})",
-                             hint=_did_you_mean(arch, known, "architecture")
+                             hint=_did_you_mean(arch, known)
                              + f"e.g. {', '.join(EXAMPLE_TRIPLES)}; architectures: {', '.join(known)}")
     triple = triple or str(codegen.llvm_get_system_triple())
     mcpu = t.get("mcpu")
@@ -324,7 +324,7 @@ def _check_llvm_fields(t, where: str) -> None:
         if mcpu != "@system" and not codegen.llvm_is_valid_cpu(mcpu, triple):
             cpus = _cpus(triple)
             raise UsageError(f"{where}: LLVM knows no CPU {mcpu!r} for {triple}",
-                             hint=_did_you_mean(mcpu, cpus, "CPU") + f"{len(cpus)} CPUs, e.g. "
+                             hint=_did_you_mean(mcpu, cpus) + f"{len(cpus)} CPUs, e.g. "
                              + ", ".join(c for c in cpus if c.startswith(("cortex", "neoverse", "x86-64")))[:200])
     mattr = t.get("mattr")
     if mattr is not None:
@@ -337,7 +337,7 @@ def _check_llvm_fields(t, where: str) -> None:
                 vocab = _features(triple)
                 common = [f for f in COMMON_FEATURES if f in vocab] or sorted(vocab)[:10]
                 raise UsageError(f"{where}: LLVM knows no feature {feat[1:]!r} for {triple}",
-                                 hint=_did_you_mean(feat[1:], vocab, "feature")
+                                 hint=_did_you_mean(feat[1:], vocab)
                                  + f"{len(vocab)} features, e.g. {', '.join(common)}")
 
 

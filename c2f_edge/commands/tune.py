@@ -60,7 +60,8 @@ def register(sub) -> None:
     p.add_argument("--cross-compiler", metavar="CMD",
                    help="linker for the candidates of a cross target (default: the target's, as in compile)")
     p.add_argument("--trials-per-round", type=int, default=16,
-                   help="candidates measured per kernel per round (default 16)")
+                   help="candidates measured per kernel per round (default 16; on a farm, rounded up to a multiple "
+                        "of the boards)")
     p.add_argument("--max-tasks", type=int, metavar="N",
                    help="tune only the N heaviest kernels (a quick look; the others stay untuned)")
     add_hash_arg(p)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import gc
 import statistics
-import threading
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from c2f_edge.core.errors import RemoteError
@@ -25,28 +25,18 @@ KIND = "c2f-edge.profile-fleet"
 OUTLIER_RATIO = 1.2
 
 
+def _at_once(fn, n: int) -> list:
+    """fn(0) ... fn(n-1) in parallel threads; their results in order, or the first exception, raised here."""
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(fn, range(n)))
+
+
 def _reserve(cfg, n: int) -> dict[str, object]:
     """n sessions at once, each on another free board: {board HOST:PORT: session}."""
     from c2f_edge.board import rpc
 
-    got: dict[str, object] = {}
-    errors: list[BaseException] = []
-
-    def one():
-        try:
-            addr, session = rpc.reserve(cfg.tracker, cfg.key, timeout=min(cfg.timeout, 30), wait=cfg.timeout)
-            got[addr] = session
-        except BaseException as e:  # noqa: BLE001 - re-raised below, in the caller's thread
-            errors.append(e)
-
-    threads = [threading.Thread(target=one) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return got
+    return dict(_at_once(lambda _: rpc.reserve(cfg.tracker, cfg.key, timeout=min(cfg.timeout, 30),
+                                               wait=cfg.timeout), n))
 
 
 def _rounds(boards: list[str]) -> list[list[str]]:
@@ -62,18 +52,8 @@ def _profile_at_once(cfg, n: int) -> dict[str, dict]:
     """n profile runs in parallel, each on the free board the tracker gives it: {board: result}."""
     from c2f_edge.profile.runner import profile
 
-    runs: dict[str, dict] = {}
-
-    def run_one(i: int) -> None:
-        r = profile(replace(cfg))
-        runs[r["conditions"]["board"].get("server") or f"unknown-{i}"] = r
-
-    threads = [threading.Thread(target=run_one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return runs
+    results = _at_once(lambda _: profile(replace(cfg)), n)
+    return {r["conditions"]["board"].get("server") or f"unknown-{i}": r for i, r in enumerate(results)}
 
 
 def profile_fleet(cfg, on_board=None) -> dict:

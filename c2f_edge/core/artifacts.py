@@ -103,6 +103,16 @@ def read_manifest(artifact_dir: str | os.PathLike) -> dict:
         raise ArtifactError(f"{path} is not valid JSON ({e.msg})", hint="re-create the artifact") from e
 
 
+def manifest_or_empty(artifact_dir: str | os.PathLike) -> dict:
+    """The manifest, or {} when there is none or it does not parse (a file from elsewhere)."""
+    from c2f_edge.core.errors import ArtifactError
+
+    try:
+        return read_manifest(artifact_dir)
+    except ArtifactError:
+        return {}
+
+
 VERIFY_HASH_ENV = "C2F_EDGE_VERIFY_HASH"  # "0": skip (the CLI's --no-verify-hash sets it)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2f_edge.core.artifacts import INPUT_NAME, MANIFEST, OUTPUT_NAME, check_files
+from c2f_edge.core.artifacts import INPUT_NAME, OUTPUT_NAME, check_files, manifest_or_empty
 from c2f_edge.core.errors import ArtifactError, first_line
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME"]  # defined with the artifacts; importers of ONNX names find them here
@@ -34,16 +34,9 @@ def load_onnx(path: str | os.PathLike, check: bool = True, load_weights: bool = 
 
 
 def _check_against_manifest(path: Path) -> None:
-    """The ONNX file (and its weights sidecar) against the hashes `c2f-edge export` recorded beside it."""
-    import json
-
-    man = path.parent / MANIFEST
-    if not man.is_file():
-        return  # an ONNX file from elsewhere: nothing recorded to check against
-    try:
-        m = json.loads(man.read_text())
-    except ValueError:
-        return
+    """The ONNX file (and its weights sidecar) against the hashes `c2f-edge export` recorded beside it;
+    an ONNX file from elsewhere has no manifest, so nothing to check against."""
+    m = manifest_or_empty(path.parent)
     if m.get("kind") in ("onnx", "onnx-raw"):
         check_files(path.parent, m)
 

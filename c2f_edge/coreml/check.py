@@ -40,17 +40,9 @@ def resolve_package(path: str | os.PathLike) -> Path:
 
 def _check_against_manifest(pkg: Path) -> None:
     """The package against the hash `c2f-edge coreml` recorded beside it (none while it is being built)."""
-    import json
+    from c2f_edge.core.artifacts import check_hash, manifest_or_empty
 
-    from c2f_edge.core.artifacts import MANIFEST, check_hash
-
-    man = pkg.parent / MANIFEST
-    if man.is_file():
-        try:
-            recorded = json.loads(man.read_text()).get("package_sha256")
-        except ValueError:
-            return
-        check_hash(pkg, recorded)
+    check_hash(pkg, manifest_or_empty(pkg.parent).get("package_sha256"))
 
 
 def coreml_runtime_available() -> bool:

@@ -107,8 +107,3 @@ def backend_for_artifact(path: str | os.PathLike) -> str:
                         hint=f"pass an ONNX, TVM bundle or Core ML directory, or name one of {', '.join(BACKENDS)}")
 
 
-def manifest_or_empty(d: Path) -> dict:
-    try:
-        return read_manifest(d)
-    except ArtifactError:
-        return {}

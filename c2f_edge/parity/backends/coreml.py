@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from c2f_edge.core.artifacts import manifest_or_empty
 from c2f_edge.core.errors import UnsupportedError
 from c2f_edge.coreml.compress import tolerance_class
-from c2f_edge.parity.backends.base import Backend, manifest_or_empty, register_backend
+from c2f_edge.parity.backends.base import Backend, register_backend
 
 
 @register_backend

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from c2f_edge.core.artifacts import manifest_or_empty
 from c2f_edge.core.errors import ArtifactError
 from c2f_edge.core.onnx_file import load_onnx, ort_session, run_ort
-from c2f_edge.parity.backends.base import Backend, manifest_or_empty, register_backend
+from c2f_edge.parity.backends.base import Backend, register_backend
 
 
 def _onnx_file(artifact: Path) -> Path:

@@ -48,3 +48,54 @@ def test_only_a_c2f_edge_directory_is_replaced(tmp_path):
     with pytest.raises(UsageError, match="not a c2f-edge artifact directory"), atomic_dir(final):
         pass
     assert (final / "notes.txt").read_text() == "keep me" and _siblings(final) == []
+
+
+def _tiny_onnx_export(d):
+    """An ONNX file with an export manifest beside it that records its sha256."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from c2f_edge.core.artifacts import sha256_file
+
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["logits"])], "tiny",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])])
+    d.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), str(d / "model.onnx"))
+    (d / MANIFEST).write_text(json.dumps({"kind": "onnx", "files": {"model.onnx": {
+        "sha256": sha256_file(d / "model.onnx")}}}))
+    return d / "model.onnx"
+
+
+def test_a_changed_onnx_file_is_refused_unless_the_check_is_off(tmp_path, monkeypatch):
+    from c2f_edge.core.artifacts import VERIFY_HASH_ENV
+    from c2f_edge.core.errors import ArtifactError
+    from c2f_edge.core.onnx_file import load_onnx
+
+    path = _tiny_onnx_export(tmp_path / "onnx")
+    load_onnx(path)  # as exported: loads
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # one bit of the graph's last byte: still a loadable model, not the one exported
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="model.onnx does not match its manifest"):
+        load_onnx(path, check=False)
+    monkeypatch.setenv(VERIFY_HASH_ENV, "0")  # what --no-verify-hash sets
+    load_onnx(path, check=False)
+    (tmp_path / "onnx" / MANIFEST).unlink()
+    monkeypatch.delenv(VERIFY_HASH_ENV)
+    load_onnx(path, check=False)  # an ONNX file from elsewhere: nothing recorded, nothing to check
+
+
+def test_a_changed_mlpackage_is_refused(tmp_path):
+    from c2f_edge.core.artifacts import sha256_tree
+    from c2f_edge.core.errors import ArtifactError
+    from c2f_edge.coreml.check import _check_against_manifest
+
+    pkg = tmp_path / "model.mlpackage"
+    (pkg / "Data").mkdir(parents=True)
+    (pkg / "Data" / "weight.bin").write_bytes(b"\0" * 64)
+    (tmp_path / MANIFEST).write_text(json.dumps({"package_sha256": sha256_tree(pkg)}))
+    _check_against_manifest(pkg)
+    (pkg / "Data" / "weight.bin").write_bytes(b"\0" * 63 + b"\1")
+    with pytest.raises(ArtifactError, match="model.mlpackage does not match its manifest"):
+        _check_against_manifest(pkg)

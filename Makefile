@@ -8,6 +8,8 @@ PYTHON ?= $(VENV)/bin/python
 PIP ?= $(PYTHON) -m pip
 BIN = $(dir $(PYTHON))
 PYTEST_ARGS ?=
+# scripts/setup_emulator.sh options; CI passes --update always (a newcomer's path, even where lists exist)
+APT_ARGS ?=
 
 .PHONY: setup setup-system demo test lint lock clean
 
@@ -21,7 +23,7 @@ setup:
 
 setup-system: setup
 	# The emulated aarch64 board: qemu-user-static (apt, root), then an aarch64 Python + TVM in ~/.cache.
-	bash scripts/setup_emulator.sh
+	PYTHON=$(PYTHON) bash scripts/setup_emulator.sh $(APT_ARGS)
 	$(PYTHON) -m c2f_edge.board.emulator setup
 	# zig builds its libc cache per target on first use (minutes); do it once, outside the tests.
 	$(PYTHON) -m c2f_edge.backend.crosslink

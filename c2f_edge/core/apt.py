@@ -1,0 +1,158 @@
+"""The root part of setup: apt steps that survive a Debian mirror in mid-sync.
+
+While a mirror syncs, `apt-get update` can fail on one index for minutes (`File has unexpected size
+... Mirror sync in progress?`) and exit 100. apt then drops that suite's lists and keeps the others,
+which usually hold everything setup needs. So an update is retried a few times, then judged by what
+is needed (an install candidate for every package, the lists of every foreign architecture), not by
+its exit code. Every apt step of the project goes through `ensure`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from c2f_edge.core.errors import ToolchainError
+
+LISTS = Path("/var/lib/apt/lists")
+ATTEMPTS = 3
+BACKOFF = 5.0  # seconds before the second attempt, doubled after each further failure
+FIX = ("wait a few minutes for the mirror to finish syncing and re-run `make setup-system`, "
+       "or point apt at another mirror in /etc/apt/sources.list.d/")
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a setup step takes from apt: host packages it installs, foreign packages it downloads."""
+
+    install: tuple[str, ...] = ()
+    download: dict[str, tuple[str, ...]] = field(default_factory=dict)  # Debian arch -> package names
+
+
+@dataclass(frozen=True)
+class Update:
+    """How `apt-get update` went: attempts made, and the index that failed on the last one."""
+
+    ok: bool
+    attempts: int
+    index: str = ""
+    reason: str = ""
+
+    def failure(self) -> str:
+        return f"apt-get update failed on {self.index} ({self.reason})"
+
+
+def failed_index(output: str) -> tuple[str, str]:
+    """(index, reason) of the first `Failed to fetch` in apt-get update's output, else its last error."""
+    m = re.search(r"Failed to fetch (\S+)\s+(.*)", output)
+    if m:
+        url, reason = m.groups()
+        index = url.split("/dists/", 1)[-1]
+        return index, re.sub(r"\s*\[IP: [^\]]*\]\s*$", "", reason).strip() or "no reason given"
+    errors = [ln[3:].strip() for ln in output.splitlines() if ln.startswith(("E: ", "W: "))]
+    return "an index", (errors[-1] if errors else "no error message")
+
+
+def _run(cmd: list[str], root: bool = False) -> subprocess.CompletedProcess:
+    if root and os.geteuid() != 0:
+        if not shutil.which("sudo"):
+            raise ToolchainError(f"`{' '.join(cmd)}` needs root: run setup as root, or install sudo")
+        cmd = ["sudo", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False,
+                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def has_candidate(package: str) -> bool:
+    """True if apt can install or download `package` (`name` or `name:arch`) from its current lists."""
+    out = _run(["apt-cache", "policy", package]).stdout
+    m = re.search(r"^\s*Candidate:\s*(\S+)", out, re.MULTILINE)
+    return bool(m) and m.group(1) != "(none)"
+
+
+def is_installed(package: str) -> bool:
+    out = _run(["dpkg-query", "-W", "-f=${Status}", package]).stdout
+    return out.strip().endswith("ok installed")
+
+
+def has_lists(arch: str, lists: Path = LISTS) -> bool:
+    return any(lists.glob(f"*_binary-{arch}_Packages*"))
+
+
+def missing(needs: Needs, lists: Path = LISTS) -> list[str]:
+    """What apt cannot serve now: packages without a candidate, foreign architectures without lists."""
+    gaps = [f"the {arch} package lists" for arch in needs.download if not has_lists(arch, lists)]
+    gaps += [p for p in needs.install if not has_candidate(p)]
+    gaps += [f"{p}:{arch}" for arch, pkgs in needs.download.items() for p in pkgs
+             if not has_candidate(f"{p}:{arch}")]
+    return gaps
+
+
+def update(attempts: int = ATTEMPTS, backoff: float = BACKOFF, log=None, sleep=time.sleep) -> Update:
+    """`apt-get update`, retried up to `attempts` times with a doubling back-off."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    result = Update(ok=False, attempts=0)
+    for attempt in range(1, attempts + 1):
+        log(f"apt-get update (attempt {attempt} of {attempts})")
+        proc = _run(["apt-get", "update", "-q"], root=True)
+        if proc.returncode == 0:
+            return Update(ok=True, attempts=attempt)
+        result = Update(False, attempt, *failed_index(proc.stdout + "\n" + proc.stderr))
+        if attempt < attempts:
+            log(f"{result.failure()}; retrying in {backoff:g} s")
+            sleep(backoff)
+            backoff *= 2
+    return result
+
+
+def add_architectures(archs) -> bool:
+    """dpkg --add-architecture for each of `archs` not yet known; True if any was added."""
+    known = set(_run(["dpkg", "--print-foreign-architectures"]).stdout.split())
+    added = False
+    for arch in archs:
+        if arch not in known:
+            proc = _run(["dpkg", "--add-architecture", arch], root=True)
+            if proc.returncode:
+                raise ToolchainError(f"dpkg --add-architecture {arch} failed: {proc.stderr.strip()[-200:]}")
+            added = True
+    return added
+
+
+def ensure(needs: Needs, always_update: bool = False, lists: Path = LISTS, attempts: int = ATTEMPTS,
+           backoff: float = BACKOFF, log=None, sleep=time.sleep) -> Update | None:
+    """Make apt able to serve `needs` and install its host packages. Returns the update made, if any.
+
+    Updates when asked to (`always_update`, as CI does), when an architecture was added, when
+    something is missing, or before an install (old lists may name versions the mirror dropped).
+    Raises ToolchainError, one line, only when something needed is still missing after the update.
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    added = add_architectures(needs.download)
+    to_install = [p for p in needs.install if not is_installed(p)]
+    gaps = missing(needs, lists)
+    done = None
+    if always_update or added or gaps or to_install:
+        done = update(attempts, backoff, log, sleep)
+        gaps = missing(needs, lists)
+    if gaps:
+        what = ", ".join(gaps)
+        if done is not None and not done.ok:
+            raise ToolchainError(f"{done.failure()}, and apt has no {what}: {FIX}", hint="")
+        raise ToolchainError(f"apt has no {what} although apt-get update succeeded: check that "
+                             "/etc/apt/sources.list.d/ names a Debian 12 (bookworm) mirror with `main`", hint="")
+    if done is not None and not done.ok:
+        log(f"warning: {done.failure()} after {done.attempts} attempts; going on, because every package "
+            f"needed has a candidate in the other lists")
+    if to_install:
+        log(f"apt-get install {' '.join(to_install)}")
+        proc = _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *to_install], root=True)
+        if proc.returncode:
+            index, reason = failed_index(proc.stdout + "\n" + proc.stderr)
+            raise ToolchainError(f"apt-get install {' '.join(to_install)} failed on {index} ({reason}): {FIX}",
+                                 hint="")
+    return done

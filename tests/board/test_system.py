@@ -1,0 +1,75 @@
+"""scripts/setup_emulator.sh (board.system) as `make setup-system` runs it, against stand-in apt tools
+that fail like a Debian mirror in mid-sync: partial lists written, exit 100."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from c2f_edge.board import system
+from c2f_edge.core import apt
+from tests.fixtures.apt import MIRROR_SYNC, list_name
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _lists_holding_everything() -> dict[str, list[str]]:
+    needs = system.needs()
+    lists = {list_name(suite, "amd64"): list(needs.install) for suite in ("bookworm", "bookworm-updates")}
+    lists.update({list_name("bookworm", arch): list(pkgs) for arch, pkgs in needs.download.items()})
+    return lists
+
+
+def setup_emulator(fake_apt, *args):
+    return subprocess.run(["bash", str(ROOT / "scripts/setup_emulator.sh"), "--lists-dir", str(fake_apt.lists),
+                           "--backoff", "0", *args],
+                          capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable},
+                          timeout=120, check=False)
+
+
+def test_needs_cover_the_rootfs_roots_and_the_kernel_runner_libcs():
+    needs = system.needs()
+    assert needs.install == ("qemu-user-static",)
+    assert {"python3.11", "libstdc++6", "libc6"} <= set(needs.download["arm64"])
+    assert set(needs.download["armhf"]) == {"libc6", "libgcc-s1", "gcc-12-base"}
+
+
+def test_setup_survives_a_partial_update_when_the_needed_packages_resolve(fake_apt):
+    fake_apt.set(updates=[{"rc": 100, "writes": _lists_holding_everything(), "stderr": MIRROR_SYNC}])
+    proc = setup_emulator(fake_apt)
+    assert proc.returncode == 0, proc.stderr
+    assert len(fake_apt.calls("apt-get update")) == apt.ATTEMPTS  # retried, no more
+    assert fake_apt.state()["installed"] == ["qemu-user-static"]
+    assert sorted(fake_apt.state()["foreign"]) == ["arm64", "armhf"]
+    assert "warning: apt-get update failed on bookworm-security/main/binary-armhf/Packages.xz" in proc.stderr
+    assert "emulator prerequisites ok" in proc.stdout
+
+
+def test_setup_fails_in_one_line_when_a_needed_package_is_missing(fake_apt):
+    lists = _lists_holding_everything()
+    lists[list_name("bookworm", "armhf")].remove("libgcc-s1")
+    fake_apt.set(updates=[{"rc": 100, "writes": lists, "stderr": MIRROR_SYNC}])
+    proc = setup_emulator(fake_apt, "--attempts", "2")
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines() if not ln.startswith("apt-get update")]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith("error: apt-get update failed on bookworm-security/main/binary-armhf/Packages.xz")
+    assert "libgcc-s1:armhf" in errors[0] and "mirror" in errors[0]
+    assert len(fake_apt.calls("apt-get update")) == 2
+    assert fake_apt.calls("apt-get install") == []
+
+
+def test_update_always_takes_the_newcomers_path_where_lists_exist(fake_apt):
+    fake_apt.write_lists(_lists_holding_everything())
+    fake_apt.set(foreign=["arm64", "armhf"], installed=["qemu-user-static"])
+    assert setup_emulator(fake_apt).returncode == 0
+    assert fake_apt.calls("apt-get") == []  # all there: auto skips apt
+    proc = setup_emulator(fake_apt, "--update", "always")
+    assert proc.returncode == 0, proc.stderr
+    assert len(fake_apt.calls("apt-get update")) == 1
+
+
+def test_ci_runs_the_apt_step_with_update_always():
+    assert "--update always" in (ROOT / ".ci/run").read_text()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from c2f_edge.board.rpc import Service, free_port, run_dir, tracker_summary, wait_ready
+from c2f_edge.core import apt
 from c2f_edge.core.artifacts import atomic_dir, new_manifest, read_manifest, write_json
 from c2f_edge.core.cache import cache_root
 from c2f_edge.core.errors import ArtifactError, C2FError, ToolchainError, report
@@ -157,11 +158,9 @@ def setup(force: bool = False, quiet: bool = False) -> Emulator:
         with stages.step("resolving arm64 Debian packages"):
             pkgs = _arm64_packages()
         with stages.step(f"downloading {len(pkgs)} arm64 .debs"):
-            _check_call(["apt-get", "download", "-q", *[f"{p}:arm64" for p in pkgs]], "apt-get download",
-                        cwd=debs)
+            files = apt.download([f"{p}:arm64" for p in pkgs], debs)
         with stages.step("unpacking rootfs"):
-            for deb in sorted(debs.glob("*.deb")):
-                _check_call(["dpkg-deb", "-x", str(deb), str(rootfs)], f"dpkg -x {deb.name}")
+            apt.unpack(files, rootfs)
             shutil.rmtree(debs)
             # Debian ships no .pyc; byte-compile on the host (same 3.11 format) so the guest need not.
             subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0",

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from c2f_edge.core import apt
 from c2f_edge.core.cache import cache_dir
 from c2f_edge.core.errors import ArtifactError, RemoteError, ToolchainError
 
@@ -63,14 +64,7 @@ def rootfs(deb_arch: str) -> Path:
     with tempfile.TemporaryDirectory(prefix="c2f-rootfs-") as tmp:
         debs, out = Path(tmp, "debs"), Path(tmp, "rootfs")
         debs.mkdir()
-        proc = subprocess.run(["apt-get", "download", "-q", *[f"{p}:{deb_arch}" for p in LIBC_PACKAGES]],
-                              cwd=debs, capture_output=True, text=True, check=False)
-        if proc.returncode:
-            raise ToolchainError(f"apt-get could not download the {deb_arch} libc: {proc.stderr.strip()[-200:]}",
-                                 hint=f"dpkg --add-architecture {deb_arch} && apt-get update "
-                                      "(scripts/setup_emulator.sh does it)")
-        for deb in sorted(debs.glob("*.deb")):
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(out)], check=True, capture_output=True)
+        apt.unpack(apt.download([f"{p}:{deb_arch}" for p in LIBC_PACKAGES], debs), out)
         root.parent.mkdir(parents=True, exist_ok=True)
         if not root.exists():  # another process may have won the race: its copy is as good
             os.replace(out, root)

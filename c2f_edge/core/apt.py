@@ -59,13 +59,13 @@ def failed_index(output: str) -> tuple[str, str]:
     return "an index", (errors[-1] if errors else "no error message")
 
 
-def _run(cmd: list[str], root: bool = False) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], root: bool = False, **kw) -> subprocess.CompletedProcess:
     if root and os.geteuid() != 0:
         if not shutil.which("sudo"):
             raise ToolchainError(f"`{' '.join(cmd)}` needs root: run setup as root, or install sudo")
         cmd = ["sudo", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, **kw)
 
 
 def has_candidate(package: str) -> bool:
@@ -156,3 +156,37 @@ def ensure(needs: Needs, always_update: bool = False, lists: Path = LISTS, attem
             raise ToolchainError(f"apt-get install {' '.join(to_install)} failed on {index} ({reason}): {FIX}",
                                  hint="")
     return done
+
+
+def failed_package(output: str) -> str:
+    """The package an `apt-get download` or `install` failed on, from its output ("" if it names none)."""
+    m = re.search(r"Failed to fetch \S*/([^/_\s]+)_[^_/\s]+_([a-z0-9]+)\.deb", output)
+    if m:
+        return f"{m.group(1)}:{m.group(2)}"
+    m = (re.search(r"Unable to locate package (\S+)", output)
+         or re.search(r"candidate version from package (\S+)", output)
+         or re.search(r"for '(\S+)' was not found", output))
+    return m.group(1) if m else ""
+
+
+def download(specs, dest: Path) -> list[Path]:
+    """`apt-get download` of `specs` (`name:arch`) into `dest`; a failure is one line naming the package.
+
+    Unprivileged: it reads the lists that `ensure` left, whichever suites they hold.
+    """
+    proc = _run(["apt-get", "download", "-q", *specs], cwd=dest)
+    if proc.returncode:
+        out = proc.stdout + "\n" + proc.stderr
+        _, reason = failed_index(out)
+        package = failed_package(out) or f"one of {len(specs)} packages"
+        raise ToolchainError(f"apt-get download failed for {package} ({reason}): {FIX}", hint="")
+    return sorted(dest.glob("*.deb"))
+
+
+def unpack(debs, root: Path) -> None:
+    """`dpkg-deb -x` every .deb into `root` (a rootfs; no maintainer scripts run)."""
+    for deb in debs:
+        proc = _run(["dpkg-deb", "-x", str(deb), str(root)])
+        if proc.returncode:
+            raise ToolchainError(f"{Path(deb).name} cannot be unpacked ({proc.stderr.strip()[-200:]}): "
+                                 "a truncated download? re-run setup", hint="")

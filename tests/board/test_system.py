@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from c2f_edge.board import system
+import pytest
+
+from c2f_edge.board import emulator, kernel_runner, system
 from c2f_edge.core import apt
+from c2f_edge.core.errors import ToolchainError
 from tests.fixtures.apt import MIRROR_SYNC, list_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,3 +76,35 @@ def test_update_always_takes_the_newcomers_path_where_lists_exist(fake_apt):
 
 def test_ci_runs_the_apt_step_with_update_always():
     assert "--update always" in (ROOT / ".ci/run").read_text()
+
+
+# The unprivileged half: emulator.setup and kernel_runner.rootfs download .debs from the lists that
+# the root half left (here: bookworm only, the security suite dropped by a mirror sync).
+
+def test_the_kernel_runner_libc_resolves_without_the_security_lists(fake_apt, tmp_path, monkeypatch):
+    monkeypatch.setenv("C2F_EDGE_CACHE", str(tmp_path / "cache"))
+    fake_apt.write_lists({list_name("bookworm", "armhf"): list(kernel_runner.LIBC_PACKAGES)})
+    root = kernel_runner.rootfs("armhf")
+    assert sorted(p.name for p in (root / "lib").iterdir()) == sorted(kernel_runner.LIBC_PACKAGES)
+
+
+def test_a_failed_libc_download_names_the_package_and_leaves_no_rootfs(fake_apt, tmp_path, monkeypatch):
+    monkeypatch.setenv("C2F_EDGE_CACHE", str(tmp_path / "cache"))
+    fake_apt.write_lists({list_name("bookworm", "armhf"): list(kernel_runner.LIBC_PACKAGES)})
+    fake_apt.set(download_fails=["libgcc-s1:armhf"])
+    with pytest.raises(ToolchainError, match=r"^apt-get download failed for libgcc-s1:armhf \(404"):
+        kernel_runner.rootfs("armhf")
+    assert not (tmp_path / "cache" / kernel_runner.CACHE / "rootfs-armhf").exists()
+
+
+def test_a_failed_emulator_download_names_the_package_and_leaves_no_rootfs(fake_apt, tmp_path, monkeypatch):
+    monkeypatch.setenv("C2F_EDGE_CACHE", str(tmp_path / "cache"))
+    (fake_apt.bin / emulator.QEMU).symlink_to("/bin/true")  # check_prerequisites looks for it on PATH
+    fake_apt.write_lists({list_name("bookworm", "arm64"): ["python3.11", "libstdc++6", "libc6", "libpython3.11"]})
+    fake_apt.set(foreign=["arm64"], depends={"python3.11": ["libpython3.11", "libc6"], "libstdc++6": ["libc6"]},
+                 download_fails=["libpython3.11:arm64"])
+    with pytest.raises(ToolchainError, match=r"^apt-get download failed for libpython3.11:arm64 \(404"):
+        emulator.setup(quiet=True)
+    downloads = fake_apt.calls("apt-get download")
+    assert len(downloads) == 1 and "libc6:arm64" in downloads[0].split()  # resolved from bookworm alone
+    assert list((tmp_path / "cache").iterdir()) == []  # no emulator/, no half-unpacked temporary dir

@@ -101,3 +101,40 @@ def test_ensure_updates_before_it_installs(fake_apt):
     apt.ensure(NEEDS, lists=fake_apt.lists, log=quiet)
     calls = fake_apt.calls("apt-get")
     assert [c.split()[1] for c in calls] == ["update", "install"]
+
+
+def test_failed_package_reads_apts_errors():
+    assert apt.failed_package("E: Failed to fetch http://deb.debian.org/debian/pool/main/p/python3.11/"
+                              "python3.11_3.11.2-6+deb12u6_arm64.deb  404  Not Found [IP: 1.2.3.4 80]") \
+        == "python3.11:arm64"
+    assert apt.failed_package("E: Unable to locate package libc6:armhf") == "libc6:armhf"
+    assert apt.failed_package("E: Can't select candidate version from package foo as it has no candidate") \
+        == "foo"
+    assert apt.failed_package("E: something else") == ""
+
+
+def test_download_and_unpack_work_from_the_lists_a_partial_update_left(fake_apt, tmp_path):
+    fake_apt.write_lists({list_name("bookworm", "armhf"): ["libc6", "libgcc-s1"]})  # no security lists
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    files = apt.download(["libc6:armhf", "libgcc-s1:armhf"], debs)
+    assert [f.name for f in files] == ["libc6_1.0-1_armhf.deb", "libgcc-s1_1.0-1_armhf.deb"]
+    apt.unpack(files, tmp_path / "root")
+    assert (tmp_path / "root/lib/libc6").read_text() == "libc6:armhf"
+
+
+def test_a_failed_download_names_the_package_in_one_line(fake_apt, tmp_path):
+    fake_apt.write_lists({list_name("bookworm", "armhf"): ["libc6", "libgcc-s1"]})
+    fake_apt.set(download_fails=["libgcc-s1:armhf"])
+    with pytest.raises(ToolchainError) as e:
+        apt.download(["libc6:armhf", "libgcc-s1:armhf"], tmp_path)
+    assert str(e.value).startswith("apt-get download failed for libgcc-s1:armhf (404  Not Found)")
+    assert "\n" not in str(e.value)
+    with pytest.raises(ToolchainError, match=r"apt-get download failed for gcc-12-base:armhf \(Unable to locate"):
+        apt.download(["gcc-12-base:armhf"], tmp_path)
+
+
+def test_a_truncated_deb_is_named(tmp_path):
+    (tmp_path / "cut_1.0_armhf.deb").write_bytes(b"!<arch>\n")
+    with pytest.raises(ToolchainError, match=r"^cut_1.0_armhf.deb cannot be unpacked"):
+        apt.unpack([tmp_path / "cut_1.0_armhf.deb"], tmp_path / "root")

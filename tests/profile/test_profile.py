@@ -251,6 +251,7 @@ def test_emulated_board_is_labelled(tiny_arm64_bundle, emulated_board, rpc_track
 @pytest.mark.skipif(os.environ.get("C2F_EDGE_PROFILE_FULL_EMULATED") != "1",
                     reason="Conv2Former-N on the emulated board takes ~5 min (one run 80-140 s under qemu); "
                            "set C2F_EDGE_PROFILE_FULL_EMULATED=1 to run it")
+@pytest.mark.timeout(1800)  # several qemu runs of the whole model, beyond the suite's 10-minute limit
 def test_emulated_board_conv2former(arm64_bundle, emulated_board, rpc_tracker, tmp_path, capsys):
     out = tmp_path / "emu-n.json"
     rc = cli(["profile", "--artifact", str(arm64_bundle), "--rpc-tracker", rpc_tracker.address,

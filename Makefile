@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # scripts/setup_emulator.sh options; CI passes --update always (a newcomer's path, even where lists exist)
 APT_ARGS ?=
 
-.PHONY: setup setup-system demo test lint lock clean
+.PHONY: setup setup-system demo test lint lock clean retune-host
 
 setup:
 	@if [ "$(PYTHON)" = "$(VENV)/bin/python" ] && [ ! -x "$(PYTHON)" ]; then \
@@ -36,6 +36,17 @@ demo: setup
 
 test: setup setup-system
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# Re-tune this machine's host log after a change to the kernels (a schedule rule, a pass, PIPELINE_VERSION):
+# about 45 minutes for 1,500 trials on 2 cores, so run it in the background. It tunes into build/retune-host/
+# (an interrupted run resumes there), then replaces tuning_logs/host/<cpu>-<cores>cores/: commit that.
+RETUNE_TRIALS ?= 1500
+retune-host: setup
+	@test -f build/onnx/model.onnx || $(BIN)c2f-edge export --weights synthetic --out build/onnx
+	$(BIN)c2f-edge tune --target host --onnx build/onnx/model.onnx --trials $(RETUNE_TRIALS) --work-dir build/retune-host
+	@dest=tuning_logs/host/$$($(PYTHON) -c 'from c2f_edge.backend import targets; print(targets.get("host").machine())'); \
+		rm -rf $$dest && mkdir -p $$dest && \
+		cp build/retune-host/meta.json build/retune-host/database_*.json $$dest/ && echo "wrote $$dest: commit it"
 
 lint:
 	$(BIN)ruff check c2f_edge tests scripts

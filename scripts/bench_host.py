@@ -271,6 +271,16 @@ def missing_log_note(log: str) -> str:
         f" (logs for other CPUs: {', '.join(others)})" if others else "")
 
 
+def stale_log_note(log: str, onnx: Path) -> str | None:
+    """Why a tuning log does not fit this machine's host build (checked before minutes of compiling), or None."""
+    from c2f_edge.backend import targets, tuning_db
+    from c2f_edge.core.onnx_file import graph_signature, load_onnx
+
+    found = tuning_db.read_log(log)
+    why = tuning_db.mismatch(found, targets.get("host").to_json(), graph_signature(load_onnx(onnx)))
+    return f"skipped: the tuning log {log} is stale ({why}); re-tune on {tuning_db.tuned_on(found)}" if why else None
+
+
 def not_tuned(tuning: dict) -> str | None:
     """Why a bundle's manifest does not describe a tuned build (no row is printed for it), or None."""
     kernels = tuning.get("kernels") or {}
@@ -294,6 +304,10 @@ def prepare_models(onnx: Path, args, notes: dict[str, str]) -> tuple[dict[str, s
             continue
         if log != "none" and not Path(log, "database_tuning_record.json").is_file():
             notes[name] = missing_log_note(log)
+            print(f"  {name:<20} {notes[name]}", file=sys.stderr)
+            continue
+        if log != "none" and (stale := stale_log_note(log, onnx)):
+            notes[name] = stale
             print(f"  {name:<20} {notes[name]}", file=sys.stderr)
             continue
         bundle, compile_s = tvm_bundle(onnx, Path(args.bundle_dir) / name, log, args.rebuild, blocked)

@@ -101,3 +101,23 @@ def test_a_tuned_row_needs_a_build_that_applied_records():
                                                                 "kernels": {"total": 42, "from_log": 0}})
     assert "untuned" in bench.not_tuned({"status": "untuned", "note": "no log", "kernels": {"from_log": 0}})
     assert bench.not_tuned({"status": "tuned"})  # a manifest from before the count was recorded
+
+
+def test_a_stale_tuning_log_skips_the_tuned_row_with_its_note_before_compiling(tmp_path):
+    from c2f_edge.backend import targets
+    from c2f_edge.backend.pipeline import PIPELINE_VERSION
+    from tests.backend.test_tuning_db import stale_copy
+    from tests.compile.test_stage import _tiny_onnx
+
+    here = targets.get("host")
+    log = stale_copy(tmp_path, machine=here.machine(), target=here.to_json())  # tuned here, pipeline bumped
+    _tiny_onnx(tmp_path / "tiny.onnx")
+    args = bench.parse_args(["--tuning-log", str(log), "--bundle-dir", str(tmp_path / "bundles"),
+                             "--skip", "torch_eager", "torch_channels_last", "tvm_untuned"])
+    notes = {}
+    models, built = bench.prepare_models(tmp_path / "tiny.onnx", args, notes)
+    assert "tvm_tuned" not in models and built == {}
+    assert notes["tvm_tuned"].startswith(
+        f"skipped: the tuning log {log} is stale (tuned with c2f-edge pipeline version {PIPELINE_VERSION + 1}, "
+        f"this is {PIPELINE_VERSION}); re-tune on ")
+    assert not (tmp_path / "bundles").exists()  # refused before minutes of compiling, not after

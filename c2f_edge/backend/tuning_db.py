@@ -105,6 +105,28 @@ def mismatch(log: TuningLog, target_json: dict, graph_signature: str | None) -> 
     return None
 
 
+def own_target(log: TuningLog, target_json: dict) -> dict:
+    """A target's JSON as it was where `log` was tuned: its "@system" values (mcpu, num-cores) from the log."""
+    tuned = log.meta.get("target") or {}
+    return {k: tuned.get(k) if v == "@system" else v for k, v in target_json.items()}
+
+
+def tuned_on(log: TuningLog) -> str:
+    """Where `log` was measured, i.e. where to re-tune it: "rocketlake, 2 cores (Intel(R) Xeon(R) Processor)"."""
+    m = log.meta.get("machine") or {}
+    if m.get("kind") == "local":
+        return f"{m.get('llvm_mcpu', '?')}, {m.get('cores', '?')} cores ({m.get('cpu', 'unknown CPU')})"
+    if m.get("kind") == "rpc":
+        return f"its board (RPC {m.get('key') or m.get('server') or '?'})"
+    return f"the machine it was tuned on ({log.path.name})"
+
+
+def status(log: TuningLog, target_json: dict, graph_signature: str | None = None) -> str:
+    """"fits", or "stale: <why>; re-tune on <where>", judged against the target where it was tuned."""
+    why = mismatch(log, own_target(log, target_json), graph_signature)
+    return f"stale: {why}; re-tune on {tuned_on(log)}" if why else "fits"
+
+
 def log_dir(target_name: str, machine: str | None = None, root: str | os.PathLike | None = None) -> Path:
     """Where `tune` writes and `compile` looks: root/<target>/, or root/<target>/<machine>/ for targets
     measured on this machine (see TargetSpec.machine)."""
@@ -116,6 +138,13 @@ def machine_logs(target_dir: str | os.PathLike) -> list[str]:
     """Machines that have a log under a target's directory (tuning_logs/host/<machine>/)."""
     d = Path(target_dir)
     return sorted(p.parent.name for p in d.glob(f"*/{RECORD_FILE}")) if d.is_dir() else []
+
+
+def all_logs(root: str | os.PathLike | None = None) -> list[TuningLog]:
+    """Every log under a root: root/<target>/ and, for machine targets, root/<target>/<machine>/."""
+    root = Path(root if root is not None else default_root())
+    dirs = {p.parent for pattern in (f"*/{RECORD_FILE}", f"*/*/{RECORD_FILE}") for p in root.glob(pattern)}
+    return [read_log(d) for d in sorted(dirs)]
 
 
 def find_log(target_name: str, target_json: dict, graph_signature: str | None,

@@ -24,15 +24,42 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
-    from c2f_edge.backend import targets
+    from c2f_edge.backend import targets, tuning_db
+    from c2f_edge.backend.pipeline import PIPELINE_VERSION
 
     if args.json:
         print(json.dumps({s.name: s.to_json() for s in targets.registry().values()}, indent=2))
         return 0
-    rows = targets.table()
-    cols = ["name", "kind", "triple", "device", "description"]
+    _print_table(targets.table(), ["name", "kind", "triple", "device", "description"])
+    logs = log_table()
+    if logs:
+        print(f"\nTuning logs in {tuning_db.default_root()} (STATUS: this TVM, pipeline v{PIPELINE_VERSION} and "
+              "the target they were tuned for; the graph is checked by compile):")
+        _print_table(logs, ["log", "trials", "status"])
+    return 0
+
+
+def log_table() -> list[dict]:
+    """Each tuning log under the default root, with "fits" or "stale: why; re-tune on <cpu>"."""
+    from c2f_edge.backend import targets, tuning_db
+    from c2f_edge.core.errors import UnknownTargetError
+
+    rows = []
+    for log in tuning_db.all_logs():
+        name = log.meta.get("target_name", "")
+        try:
+            spec = targets.get(name)
+        except UnknownTargetError:
+            state, here = f"stale: tuned for target {name!r}, which is not defined here", False
+        else:
+            state, here = tuning_db.status(log, spec.target), log.path.name == spec.machine()
+        rows.append({"log": str(log.path.relative_to(tuning_db.default_root())) + (" (this machine)" if here else ""),
+                     "trials": log.meta.get("trials", "?"), "status": state})
+    return rows
+
+
+def _print_table(rows: list[dict], cols: list[str]) -> None:
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols[:-1]}
     print("  ".join(c.upper().ljust(widths.get(c, 0)) for c in cols).rstrip())
     for r in rows:
         print("  ".join(str(r[c]).ljust(widths.get(c, 0)) for c in cols).rstrip())
-    return 0

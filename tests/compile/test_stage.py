@@ -351,3 +351,24 @@ def test_tuning_log_is_replayed(tmp_path, monkeypatch):
     out2 = compile_bundle(CompileConfig(target="host", onnx=str(tmp_path / "other.onnx"), out=str(tmp_path / "c")))
     m2 = read_manifest(out2)
     assert m2["tuning"]["status"] == "untuned" and "graph_signature differs" in m2["tuning"]["note"]
+
+
+def test_compile_on_the_cpu_of_a_stale_log_skips_it_with_its_note(tmp_path, monkeypatch):
+    """`compile --target host` on the machine that tuned a shipped log which is stale (here: the next
+    PIPELINE_VERSION) builds untuned and says why, in the manifest and on the command line."""
+    from c2f_edge.backend import targets, tuning_db
+    from c2f_edge.core.artifacts import read_manifest
+    from tests.backend.test_tuning_db import stale_copy
+
+    log = stale_copy(tmp_path)
+    tuned_for = json.loads((log / tuning_db.META).read_text())["target"]
+    monkeypatch.setattr(targets, "_system_value", lambda key: tuned_for[key])  # "@system" is that CPU
+    assert targets.get("host").machine() == log.name
+    monkeypatch.setenv(tuning_db.ENV_ROOT, str(tmp_path / "logs"))
+    _tiny_onnx(tmp_path / "tiny.onnx")
+    assert main(["compile", "--target", "host", "--onnx", str(tmp_path / "tiny.onnx"), "--out", str(tmp_path / "b"),
+                 "--verify", "none"]) == 0
+    note = (f"untuned: skipped {log}: tuned with c2f-edge pipeline version {PIPELINE_VERSION + 1}, "
+            f"this is {PIPELINE_VERSION}")
+    m = read_manifest(tmp_path / "b")
+    assert m["tuning"]["status"] == "untuned" and m["tuning"]["note"] == note

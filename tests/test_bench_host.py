@@ -110,7 +110,7 @@ def test_a_stale_tuning_log_skips_the_tuned_row_with_its_note_before_compiling(t
     from tests.compile.test_stage import _tiny_onnx
 
     here = targets.get("host")
-    log = stale_copy(tmp_path, machine=here.machine(), target=here.to_json())  # tuned here, pipeline bumped
+    log = stale_copy(tmp_path, target=here.to_json())  # tuned here, pipeline bumped
     _tiny_onnx(tmp_path / "tiny.onnx")
     args = bench.parse_args(["--tuning-log", str(log), "--bundle-dir", str(tmp_path / "bundles"),
                              "--skip", "torch_eager", "torch_channels_last", "tvm_untuned"])

@@ -127,19 +127,21 @@ def test_the_shipped_host_logs_fit_or_are_reported_stale(onnx_artifact):
         check_shipped_log(path, onnx_artifact / "model.onnx", signature)
 
 
-def stale_copy(tmp_path: Path, machine: str | None = None, target: dict | None = None) -> Path:
-    """A copy of the shipped host log, its meta.json claiming the next PIPELINE_VERSION."""
+def stale_copy(tmp_path: Path, target: dict | None = None) -> Path:
+    """A copy of a shipped host log, its meta.json claiming the next PIPELINE_VERSION; with `target`, as if
+    tuned for that host target (its directory named by mcpu and cores, as `compile` looks it up)."""
     import shutil
 
     from c2f_edge.backend.pipeline import PIPELINE_VERSION
 
     src = tuning_db.all_logs(SHIPPED)[0].path
-    dst = tmp_path / "logs" / "host" / (machine or src.name)
-    shutil.copytree(src, dst)
-    meta = json.loads((dst / tuning_db.META).read_text())
+    meta = json.loads((src / tuning_db.META).read_text())
     meta["pipeline_version"] = PIPELINE_VERSION + 1
     if target:
         meta["target"] = target
+        meta["machine"].update(llvm_mcpu=target["mcpu"], cores=target["num-cores"])
+    dst = tmp_path / "logs" / "host" / (f"{target['mcpu']}-{target['num-cores']}cores" if target else src.name)
+    shutil.copytree(src, dst)
     (dst / tuning_db.META).write_text(json.dumps(meta))
     return dst
 
@@ -148,12 +150,14 @@ def test_a_stale_log_for_another_cpu_is_reported_and_one_for_this_cpu_fails(tmp_
     from c2f_edge.backend import targets
     from c2f_edge.backend.pipeline import PIPELINE_VERSION
 
-    path = stale_copy(tmp_path)
+    here = targets.get("host")
+    other = "znver4" if here.to_json()["mcpu"] != "znver4" else "rocketlake"  # any CPU but this one
+    path = stale_copy(tmp_path, target={**here.to_json(), "mcpu": other})
     with pytest.warns(StaleLogWarning, match=rf"pipeline version {PIPELINE_VERSION + 1}, this is "
                                              rf"{PIPELINE_VERSION}; re-tune on \w+, \d+ cores \(.+\)"):
         assert check_shipped_log(path, Path("unused.onnx"), "any graph") == "stale"
-    here = targets.get("host")
-    mine = stale_copy(tmp_path / "mine", machine=here.machine(), target=here.to_json())
+    mine = stale_copy(tmp_path / "mine", target=here.to_json())
+    assert mine.name == here.machine()
     with pytest.raises(AssertionError, match="is this machine's tuning log"):
         check_shipped_log(mine, Path("unused.onnx"), "any graph")
 
@@ -163,7 +167,7 @@ def test_targets_lists_the_logs_with_fits_or_stale(tmp_path, monkeypatch, capsys
     from c2f_edge.backend import targets
 
     here = targets.get("host")
-    stale_copy(tmp_path, machine=here.machine(), target=here.to_json())
+    stale_copy(tmp_path, target=here.to_json())
     monkeypatch.setenv(tuning_db.ENV_ROOT, str(tmp_path / "logs"))
     assert cli.main(["targets"]) == 0
     row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"host/{here.machine()}")]

@@ -86,16 +86,19 @@ def has_lists(arch: str, lists: Path = LISTS) -> bool:
 
 def missing(needs: Needs, lists: Path = LISTS) -> list[str]:
     """What apt cannot serve now: packages without a candidate, foreign architectures without lists."""
-    gaps = [f"the {arch} package lists" for arch in needs.download if not has_lists(arch, lists)]
+    gaps = [f"{arch} package lists" for arch in needs.download if not has_lists(arch, lists)]
     gaps += [p for p in needs.install if not has_candidate(p)]
     gaps += [f"{p}:{arch}" for arch, pkgs in needs.download.items() for p in pkgs
              if not has_candidate(f"{p}:{arch}")]
     return gaps
 
 
-def update(attempts: int = ATTEMPTS, backoff: float = BACKOFF, log=None, sleep=time.sleep) -> Update:
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def update(attempts: int = ATTEMPTS, backoff: float = BACKOFF, log=_stderr, sleep=time.sleep) -> Update:
     """`apt-get update`, retried up to `attempts` times with a doubling back-off."""
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     result = Update(ok=False, attempts=0)
     for attempt in range(1, attempts + 1):
         log(f"apt-get update (attempt {attempt} of {attempts})")
@@ -124,14 +127,13 @@ def add_architectures(archs) -> bool:
 
 
 def ensure(needs: Needs, always_update: bool = False, lists: Path = LISTS, attempts: int = ATTEMPTS,
-           backoff: float = BACKOFF, log=None, sleep=time.sleep) -> Update | None:
+           backoff: float = BACKOFF, log=_stderr, sleep=time.sleep) -> Update | None:
     """Make apt able to serve `needs` and install its host packages. Returns the update made, if any.
 
     Updates when asked to (`always_update`, as CI does), when an architecture was added, when
     something is missing, or before an install (old lists may name versions the mirror dropped).
     Raises ToolchainError, one line, only when something needed is still missing after the update.
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     added = add_architectures(needs.download)
     to_install = [p for p in needs.install if not is_installed(p)]
     gaps = missing(needs, lists)

@@ -80,7 +80,7 @@ def test_ensure_fails_in_one_line_naming_the_index_the_package_and_the_fix(fake_
 
 def test_ensure_after_a_clean_update_that_lacks_a_package_blames_the_sources(fake_apt):
     fake_apt.set(updates=[{"rc": 0, "writes": {list_name("bookworm", "amd64"): ["qemu-user-static"]}}])
-    with pytest.raises(ToolchainError, match=r"apt has no the arm64 package lists, python3.11:arm64, "
+    with pytest.raises(ToolchainError, match=r"apt has no arm64 package lists, python3.11:arm64, "
                                              r"libc6:arm64 although apt-get update succeeded"):
         apt.ensure(NEEDS, lists=fake_apt.lists, log=quiet)
 

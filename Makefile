@@ -29,6 +29,8 @@ setup-system: setup
 	$(PYTHON) -m c2f_edge.backend.crosslink
 	# armv7 has no TVM runtime wheel: its kernels run under qemu-arm against a Debian armhf libc.
 	$(PYTHON) -m c2f_edge.board.kernel_runner setup
+	# Instruction counts on emulated ARM cores: a qemu plugin of ours, built against the installed qemu-user.
+	$(PYTHON) -m c2f_edge.board.insn_count setup
 
 demo: setup
 	$(BIN)c2f-edge export --weights synthetic --out build/onnx

@@ -14,7 +14,6 @@ are process-global while it runs, and qemu is a child of it, so `run_bundle` run
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import struct
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2f_edge.core import apt
+from c2f_edge.core import apt, native
 from c2f_edge.core.cache import cache_dir
 from c2f_edge.core.errors import ArtifactError, RemoteError, ToolchainError
 
@@ -72,27 +71,17 @@ def rootfs(deb_arch: str) -> Path:
 
 
 def runner_binary(zig_target: str) -> Path:
-    """kernel_runner.c built for the bundle's CPU (zig, against tvm-ffi's C headers), cached by source hash."""
+    """kernel_runner.c built for the bundle's CPU (zig, against tvm-ffi's C headers), cached."""
     import tvm_ffi
 
     from c2f_edge.backend.crosslink import zig_env
 
-    digest = hashlib.sha256(SOURCE.read_bytes() + zig_target.encode()).hexdigest()[:12]
-    out = cache_dir(CACHE) / f"runner-{zig_target}-{digest}"
-    if out.is_file():
-        return out
     ffi = Path(tvm_ffi.__file__).parent
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", zig_target, "-O2", "-rdynamic",
-           "-I", str(ffi / "include"), "-I", str(ffi / "3rdparty" / "dlpack" / "include"),
-           str(SOURCE), "-o", str(tmp), "-ldl"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=zig_env(), check=False)
-    if proc.returncode:
-        raise ToolchainError(f"building the {zig_target} kernel runner failed: {proc.stderr.strip()[-300:]}",
-                             hint="pip install ziglang (c2f-edge's cross-linker)")
-    os.replace(tmp, out)
-    return out
+    return native.build(f"kernel-runner-{zig_target}", [SOURCE],
+                        [sys.executable, "-m", "ziglang", "cc", "-target", zig_target],
+                        ["-O2", "-rdynamic", "-I", str(ffi / "include"),
+                         "-I", str(ffi / "3rdparty" / "dlpack" / "include"), "-ldl"],
+                        env=zig_env(), hint="pip install ziglang (c2f-edge's cross-linker)")
 
 
 class KernelRunner:

@@ -1,8 +1,9 @@
 """The root part of the emulated boards' setup (scripts/setup_emulator.sh runs it as root).
 
-It installs qemu-user-static and makes apt able to download what the unprivileged half fetches: the
-aarch64 board's rootfs (board.emulator) and the ARM libcs the kernel runner runs against
-(board.kernel_runner). Through core.apt, so a mirror in mid-sync does not stop it.
+It installs qemu-user-static and the dynamic qemu-user (the one that loads the instruction-counting plugin,
+board.insn_count), and makes apt able to download what the unprivileged half fetches: the aarch64 board's
+rootfs (board.emulator) and the ARM libcs the kernel runner runs against (board.kernel_runner). Through
+core.apt, so a mirror in mid-sync does not stop it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from c2f_edge.core.errors import C2FError, report
 
 def needs() -> apt.Needs:
     arm64 = (*emulator.DEBIAN_ROOTS, *kernel_runner.LIBC_PACKAGES)
-    return apt.Needs(install=("qemu-user-static",),
+    # qemu-user: the dynamic build, the only one that loads TCG plugins (board.insn_count); beside -static.
+    return apt.Needs(install=("qemu-user-static", "qemu-user"),
                      download={"arm64": tuple(dict.fromkeys(arm64)), "armhf": kernel_runner.LIBC_PACKAGES})
 
 

@@ -97,12 +97,14 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def update(attempts: int = ATTEMPTS, backoff: float = BACKOFF, log=_stderr, sleep=time.sleep) -> Update:
-    """`apt-get update`, retried up to `attempts` times with a doubling back-off."""
+def update(attempts: int = ATTEMPTS, backoff: float = BACKOFF, log=_stderr, sleep=time.sleep,
+           options: tuple[str, ...] = ()) -> Update:
+    """`apt-get update`, retried up to `attempts` times with a doubling back-off. `options` (apt `-o`s) point
+    it at lists of its own, which need no root."""
     result = Update(ok=False, attempts=0)
     for attempt in range(1, attempts + 1):
         log(f"apt-get update (attempt {attempt} of {attempts})")
-        proc = _run(["apt-get", "update", "-q"], root=True)
+        proc = _run(["apt-get", *options, "update", "-q"], root=not options)
         if proc.returncode == 0:
             return Update(ok=True, attempts=attempt)
         result = Update(False, attempt, *failed_index(proc.stdout + "\n" + proc.stderr))
@@ -192,3 +194,64 @@ def unpack(debs, root: Path) -> None:
         if proc.returncode:
             raise ToolchainError(f"{Path(deb).name} cannot be unpacked ({proc.stderr.strip()[-200:]}): "
                                  "a truncated download? re-run setup", hint="")
+
+
+SOURCES = Path("/etc/apt")
+
+
+def deb_src(sources: Path = SOURCES) -> dict[str, str]:
+    """The system's `deb` sources as `deb-src` ones: file name -> text, for an apt config of our own."""
+    out = {}
+    files = [sources / "sources.list", *sorted((sources / "sources.list.d").glob("*.list")),
+             *sorted((sources / "sources.list.d").glob("*.sources"))]
+    for f in files:
+        if not f.is_file():
+            continue
+        if f.suffix == ".sources":  # deb822 stanzas
+            text = re.sub(r"^Types:.*$", "Types: deb-src", f.read_text(), flags=re.MULTILINE)
+        else:
+            text = "\n".join(re.sub(r"^deb(\s)", r"deb-src\1", ln) for ln in f.read_text().splitlines()
+                             if ln.startswith("deb ")) + "\n"
+        out[f.name] = text
+    return out
+
+
+def source_file(package: str, version: str, member: str, dest: Path, *, attempts: int = ATTEMPTS,
+                backoff: float = BACKOFF, log=_stderr, sleep=time.sleep, sources: Path = SOURCES) -> Path:
+    """One file of a Debian source package, e.g. qemu's `include/qemu/qemu-plugin.h`, copied to `dest`.
+
+    apt reads deb-src lists of its own, in a temporary directory, made from the system's sources: the
+    system's apt config and lists stay as they are, and no root is needed. A partial update is judged by
+    whether the version asked for is listed, as `ensure` does.
+    """
+    import tarfile
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="c2f-apt-src-") as tmp:
+        tmp = Path(tmp)
+        for d in ("parts", "lists/partial", "cache/archives/partial", "get"):
+            (tmp / d).mkdir(parents=True)
+        for name, text in deb_src(sources).items():
+            (tmp / "parts" / name).write_text(text)
+        opts = ("-o", "Dir::Etc::sourcelist=/dev/null", "-o", f"Dir::Etc::sourceparts={tmp / 'parts'}",
+                "-o", f"Dir::State::Lists={tmp / 'lists'}", "-o", f"Dir::Cache={tmp / 'cache'}")
+        done = update(attempts, backoff, log, sleep, options=opts)
+        listed = _run(["apt-cache", *opts, "showsrc", package]).stdout
+        if f"Version: {version}\n" not in listed + "\n":
+            why = f"{done.failure()}, and" if not done.ok else "although apt-get update succeeded,"
+            raise ToolchainError(f"{why} no deb-src list has {package} {version}: {FIX}", hint="")
+        log(f"apt-get source --download-only {package}={version}")
+        proc = _run(["apt-get", *opts, "source", "--download-only", "-q", f"{package}={version}"], cwd=tmp / "get")
+        if proc.returncode:
+            _, reason = failed_index(proc.stdout + "\n" + proc.stderr)
+            raise ToolchainError(f"apt-get source {package}={version} failed ({reason}): {FIX}", hint="")
+        for archive in sorted((tmp / "get").glob("*.orig.tar.*")):
+            with tarfile.open(archive) as tar:
+                for m in tar:
+                    if m.isfile() and m.name.split("/", 1)[-1] == member:
+                        part = dest.with_name(f".{dest.name}.tmp")
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        part.write_bytes(tar.extractfile(m).read())
+                        os.replace(part, dest)
+                        return dest
+        raise ToolchainError(f"{member} is not in the source of {package} {version}", hint="")

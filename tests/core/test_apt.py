@@ -138,3 +138,18 @@ def test_a_truncated_deb_is_named(tmp_path):
     (tmp_path / "cut_1.0_armhf.deb").write_bytes(b"!<arch>\n")
     with pytest.raises(ToolchainError, match=r"^cut_1.0_armhf.deb cannot be unpacked"):
         apt.unpack([tmp_path / "cut_1.0_armhf.deb"], tmp_path / "root")
+
+
+def test_deb_src_turns_the_systems_deb_sources_into_source_ones(tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list").write_text("# comment\ndeb http://m/debian bookworm main\n"
+                                           "deb-src http://m/debian bookworm main\n")
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n"
+        "Types: deb deb-src\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n")
+    (tmp_path / "sources.list.d" / "node.sources.disabled-by-farm").write_text("Types: deb\nURIs: http://n\n")
+    got = apt.deb_src(tmp_path)
+    assert set(got) == {"sources.list", "debian.sources"}  # a disabled file stays out, as apt leaves it
+    assert got["sources.list"] == "deb-src http://m/debian bookworm main\n"
+    assert got["debian.sources"].count("Types: deb-src\n") == 2 and "Types: deb\n" not in got["debian.sources"]
+    assert "Suites: bookworm bookworm-updates" in got["debian.sources"]

@@ -110,8 +110,10 @@ def test_targets_command_prints_table(capsys):
 
     assert main(["targets"]) == 0
     out = capsys.readouterr().out
-    header, *rows = out.strip().splitlines()
+    table, _, logs = out.strip().partition("\n\n")  # the targets, then the tuning logs with their status
+    header, *rows = table.splitlines()
     assert header.split()[:4] == ["NAME", "KIND", "TRIPLE", "DEVICE"]
+    assert logs.startswith("Tuning logs in ") and "host/" in logs
     names = {r.split()[0] for r in rows}
     assert REQUIRED <= names
     assert any(r.startswith("armv7") and "armv7l-linux-gnueabihf" in r for r in rows)

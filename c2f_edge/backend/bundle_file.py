@@ -45,8 +45,17 @@ class LibraryBlob:
         return struct.pack("<Q", len(body)) + body
 
 
-def _symbol_file_offset(data: bytes, name: bytes) -> int:
-    """File offset of a dynamic symbol's data in a little-endian ELF32/ELF64 shared object."""
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    value: int  # address in the shared object (before the loader's bias)
+    size: int
+    is_function: bool
+    file_offset: int  # where its bytes are in the file (-1 if it has none)
+
+
+def symbols(data: bytes) -> list[Symbol]:
+    """The defined symbols (.symtab and .dynsym) of a little-endian ELF32/ELF64 shared object."""
     if data[:4] != b"\x7fELF":
         raise UnsupportedError("the bundle's model.so is not an ELF shared object",
                                hint="per-op profiling reads ELF bundles (Linux/Android); run without --per-op")
@@ -63,19 +72,31 @@ def _symbol_file_offset(data: bytes, name: bytes) -> int:
         sec_fmt, sym_fmt, sym_size = "<IIIIIIIIII", "<IIIBBH", 16
     sections = [struct.unpack_from(sec_fmt, data, shoff + i * shentsize) for i in range(shnum)]
     # (name, type, flags, addr, offset, size, link, info, align, entsize)
+    out = []
     for sec in sections:
         if sec[1] not in (2, 11):  # SHT_SYMTAB, SHT_DYNSYM
             continue
         strtab = sections[sec[6]]
         for off in range(sec[4], sec[4] + sec[5], sym_size):
             if is64:
-                st_name, _info, _other, shndx, value, _size = struct.unpack_from(sym_fmt, data, off)
+                st_name, info, _other, shndx, value, size = struct.unpack_from(sym_fmt, data, off)
             else:
-                st_name, value, _size, _info, _other, shndx = struct.unpack_from(sym_fmt, data, off)
+                st_name, value, size, info, _other, shndx = struct.unpack_from(sym_fmt, data, off)
+            if not 0 < shndx < len(sections):
+                continue
             start = strtab[4] + st_name
-            if data[start:start + len(name) + 1] == name + b"\0" and 0 < shndx < len(sections):
-                target = sections[shndx]
-                return value - target[3] + target[4]
+            name = data[start:data.index(b"\0", start)].decode(errors="replace")
+            target = sections[shndx]
+            fileoff = value - target[3] + target[4] if target[1] != 8 else -1  # SHT_NOBITS: no bytes
+            out.append(Symbol(name, value, size, info & 0xF == 2, fileoff))  # STT_FUNC
+    return out
+
+
+def _symbol_file_offset(data: bytes, name: bytes) -> int:
+    """File offset of a symbol's data in a little-endian ELF32/ELF64 shared object."""
+    for sym in symbols(data):
+        if sym.name == name.decode():
+            return sym.file_offset
     raise ArtifactError(f"no {name.decode()} symbol in the bundle's model.so",
                         hint="the file was not written by TVM's export_library; re-run `c2f-edge compile`")
 

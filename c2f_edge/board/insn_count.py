@@ -24,9 +24,10 @@ import numpy as np
 
 from c2f_edge.core import apt, native
 from c2f_edge.core.cache import cache_dir
-from c2f_edge.core.errors import ArtifactError, C2FError, ToolchainError, report
+from c2f_edge.core.errors import ArtifactError, C2FError, ToolchainError, first_line, report
 
 SOURCE = Path(__file__).with_name("insn_count.c")
+GUEST = Path(__file__).with_name("insn_guest.py")  # runs in the emulated Python
 QEMU = "qemu-aarch64"  # the dynamic build: qemu-aarch64-static cannot load plugins
 QEMU_PACKAGE = "qemu-user"
 MARKER_SYSCALL = 155  # getpgid on aarch64
@@ -182,6 +183,69 @@ def summarize(profile: Profile) -> dict:
     out["neon_store_bytes"] = int((execs * nbytes)[cls == _ID["neon_store"]].sum())
     out["fma_lanes"] = sum(out["classes"][name] * lanes for name, lanes in FMA_LANES.items())
     return out
+
+
+def by_symbol(profile: Profile, maps: str, library: Path) -> list[tuple[str, int]]:
+    """Instructions per function of `library` (its ELF symbols, placed where the guest's /proc/self/maps
+    says it was loaded), and per other mapped file; most first. Code without a symbol of its own (the
+    parallel-loop bodies LLVM emits right after the kernel they belong to) counts for the function before it."""
+    from c2f_edge.backend.bundle_file import symbols
+
+    lib = str(Path(library).resolve())
+    ranges, base = [], None  # (start, end, file) of every mapped file
+    for line in maps.splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) < 6:
+            continue
+        start, end = (int(v, 16) for v in parts[0].split("-"))
+        ranges.append((start, end, parts[5]))
+        if parts[5] == lib and int(parts[2], 16) == 0:
+            base = start if base is None else min(base, start)
+    funcs = sorted({(s.value, s.name) for s in symbols(Path(library).read_bytes()) if s.is_function})
+    starts = np.array([f[0] for f in funcs], np.int64)
+    totals: dict[str, int] = {}
+    sizes = np.diff(profile.starts)
+    for addr, execs, n in zip(profile.address.tolist(), profile.executions.tolist(), sizes.tolist(), strict=True):
+        name = next((Path(f).name for s, e, f in ranges if s <= addr < e), "[unmapped]")
+        if base is not None and name == Path(lib).name:
+            i = int(np.searchsorted(starts, addr - base, side="right")) - 1
+            if i >= 0:
+                name = funcs[i][1]
+        totals[name] = totals.get(name, 0) + execs * n
+    return sorted(totals.items(), key=lambda kv: -kv[1])
+
+
+@dataclass
+class BundleCount:
+    output: np.ndarray
+    summary: dict  # summarize()'s
+    kernels: list[tuple[str, int]]  # by_symbol()'s
+
+
+def count_bundle(bundle_dir: str | Path, x: np.ndarray, cpu: str, work: Path, timeout: float = 3600) -> BundleCount:
+    """One inference of an aarch64 TVM bundle on the emulated `cpu`, one thread, after a warm-up: its
+    output, instruction classes and instructions per kernel."""
+    from c2f_edge.board import emulator
+
+    emu = emulator.setup(quiet=True)
+    so = Path(bundle_dir).resolve() / "model.so"
+    work.mkdir(parents=True, exist_ok=True)
+    np.save(work / "input.npy", np.ascontiguousarray(x, np.float32))
+    files = [work / name for name in ("output.npy", "maps.txt", "profile.bin")]
+    for f in files:
+        f.unlink(missing_ok=True)
+    guest = [str(emu.python), str(GUEST), str(so), str(work / "input.npy"), str(files[0]), str(files[1]),
+             hex(START), hex(STOP)]
+    proc = subprocess.run(command(guest, files[2], cpu=cpu, rootfs=emu.rootfs),
+                          env=emu.env({"TVM_NUM_THREADS": "1"}), capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    if proc.returncode:
+        raise ToolchainError(f"the bundle failed on the emulated {cpu}: {first_line(RuntimeError(proc.stderr))}",
+                             hint="check that it was compiled for an aarch64 target")
+    profile = read_profile(files[2])
+    if profile.regions != 1:
+        raise ArtifactError(f"the run closed {profile.regions} counted regions, not 1", hint="")
+    return BundleCount(np.load(files[0]), summarize(profile), by_symbol(profile, files[1].read_text(), so))
 
 
 def setup() -> Path:

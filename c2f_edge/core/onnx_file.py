@@ -93,3 +93,27 @@ def run_ort(session, x: np.ndarray, outputs: list[str] | None = None):
     if outputs is not None:
         return session.run(outputs, {name: x})
     return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates of one inference in Conv, MatMul and Gemm nodes (the model's
+    arithmetic; elementwise ops are left out), from ONNX shape inference."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    shapes.update({t.name: list(t.dims) for t in inferred.graph.initializer})
+    macs = 0
+    for node in inferred.graph.node:
+        out = shapes.get(node.output[0])
+        if not out or not all(out):
+            continue
+        if node.op_type == "Conv":
+            w = shapes[node.input[1]]  # (C_out, C_in / group, kH, kW)
+            macs += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif node.op_type in ("MatMul", "Gemm"):
+            a = shapes[node.input[0]]
+            k = a[0] if node.op_type == "Gemm" and any(at.name == "transA" and at.i for at in node.attribute) else a[-1]
+            macs += int(np.prod(out)) * k
+    return macs

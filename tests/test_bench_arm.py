@@ -1,0 +1,39 @@
+"""scripts/bench_arm.py end to end on a tiny model: the TVM row counted on the emulated Cortex-A76."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from c2f_edge.board import insn_count
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_arm.py"
+_spec = importlib.util.spec_from_file_location("bench_arm", SCRIPT)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+@pytest.mark.emulated
+@pytest.mark.skipif(not shutil.which(insn_count.QEMU),
+                    reason="the dynamic qemu-aarch64 (Debian qemu-user) is not installed: make setup-system")
+def test_bench_arm_counts_the_tvm_row_of_a_tiny_model(tmp_path, capsys):
+    from tests.compile.test_stage import _tiny_onnx
+
+    _tiny_onnx(tmp_path / "tiny.onnx")
+    out = tmp_path / "arm.json"
+    assert bench.main(["--board", "rpi5", "--onnx", str(tmp_path / "tiny.onnx"), "--bundle-dir",
+                       str(tmp_path / "bundles"), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["cpu"] == "cortex-a76" and doc["model_macs"] == 8 * 32 * 32 * 27
+    tvm = doc["rows"]["tvm"]
+    assert tvm["instructions"] == sum(tvm["classes"].values()) > 0
+    # A direct convolution does each MAC in an FMA lane at least once; 4 would be mostly wasted lanes.
+    assert 1.0 <= tvm["fma_lanes_per_mac"] <= 4.0
+    assert tvm["max_abs_diff_vs_ort"] < 1e-4
+    assert "tvm_tuned" not in doc["rows"] and doc["notes"]["tvm_tuned"].startswith("skipped: untuned")
+    kernels = dict(doc["top_kernels"]["tvm"])
+    assert any(name.startswith("conv2d") for name in kernels)  # blocks attributed to the bundle's kernels
+    table = capsys.readouterr().out
+    assert "Raspberry Pi 5 (Cortex-A76)" in table and "tvm" in table

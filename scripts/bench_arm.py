@@ -16,7 +16,8 @@ how long it takes: a scalar load and a 128-bit FMA count one each. Columns:
     python scripts/bench_arm.py --board rpi5 [--json bench_arm.json] [--onnx PATH] [--top 10]
 
 Rows: the TVM bundle for the board's target, untuned (default schedules) and tuned where a tuning log for
-that target exists. ONNX Runtime's and ncnn's aarch64 rows are not counted yet.
+that target exists; ONNX Runtime 1.32.0's aarch64 wheel on the same ONNX file (ORT_ENABLE_ALL, sequential,
+1 thread). ncnn's rows are not counted yet.
 Needs `make setup-system` (the emulated board, the dynamic qemu-user and the plugin).
 """
 
@@ -45,6 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--bundle-dir", default="build/bench-arm", help="where the TVM bundles are kept")
     p.add_argument("--rebuild", action="store_true", help="recompile the TVM bundles")
     p.add_argument("--top", type=int, default=10, help="TVM kernels listed by instructions (default 10)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["onnxruntime"], help="rows to leave out")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     return p.parse_args(argv)
 
@@ -136,10 +138,16 @@ def main(argv=None) -> int:
                 print(f"counting {name} on an emulated {cpu} ...", file=sys.stderr)
                 count = insn_count.count_bundle(bundle, x, cpu, Path(work) / name)
                 print(f"  done in {time.perf_counter() - t0:.0f} s (emulated time: not a latency)", file=sys.stderr)
-                results[name], top[name] = row(count, macs, reference), count.kernels
+                results[name], top[name] = row(count, macs, reference), count.functions
+            if "onnxruntime" not in args.skip:
+                t0 = time.perf_counter()
+                print(f"counting onnxruntime (aarch64 wheel) on an emulated {cpu} ...", file=sys.stderr)
+                count = insn_count.count_onnxruntime(onnx, x, cpu, Path(work) / "onnxruntime")
+                print(f"  done in {time.perf_counter() - t0:.0f} s (emulated time: not a latency)", file=sys.stderr)
+                results["onnxruntime"] = row(count, macs, reference)
     except C2FError as e:
         return report(e)
-    notes["onnxruntime, ncnn"] = "aarch64 rows not counted yet"
+    notes["ncnn"] = "aarch64 rows not counted yet"
     print_table(args.board, results, notes, top, args.top)
     if args.json:
         doc = {"board": args.board, "target": target, "cpu": cpu, "threads": 1, "model_macs": macs,

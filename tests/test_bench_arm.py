@@ -1,4 +1,5 @@
-"""scripts/bench_arm.py end to end on a tiny model: the TVM row counted on the emulated Cortex-A76."""
+"""scripts/bench_arm.py end to end on a tiny model: the TVM and ONNX Runtime rows counted on the emulated
+Cortex-A76."""
 
 import importlib.util
 import json
@@ -18,7 +19,7 @@ _spec.loader.exec_module(bench)
 @pytest.mark.emulated
 @pytest.mark.skipif(not shutil.which(insn_count.QEMU),
                     reason="the dynamic qemu-aarch64 (Debian qemu-user) is not installed: make setup-system")
-def test_bench_arm_counts_the_tvm_row_of_a_tiny_model(tmp_path, capsys):
+def test_bench_arm_counts_the_tvm_and_onnxruntime_rows_of_a_tiny_model(tmp_path, capsys):
     from tests.compile.test_stage import _tiny_onnx
 
     _tiny_onnx(tmp_path / "tiny.onnx")
@@ -33,6 +34,9 @@ def test_bench_arm_counts_the_tvm_row_of_a_tiny_model(tmp_path, capsys):
     assert 1.0 <= tvm["fma_lanes_per_mac"] <= 4.0
     assert tvm["max_abs_diff_vs_ort"] < 1e-4
     assert "tvm_tuned" not in doc["rows"] and doc["notes"]["tvm_tuned"].startswith("skipped: untuned")
+    ort = doc["rows"]["onnxruntime"]  # ONNX Runtime's aarch64 wheel, on the same core and input
+    assert ort["instructions"] == sum(ort["classes"].values()) > 0 and ort["max_abs_diff_vs_ort"] < 1e-4
+    assert ort["fma_lanes_per_mac"] >= 1.0
     kernels = dict(doc["top_kernels"]["tvm"])
     assert any(name.startswith("conv2d") for name in kernels)  # blocks attributed to the bundle's kernels
     table = capsys.readouterr().out

@@ -38,8 +38,10 @@ DEBIAN_ROOTS = ("python3.11", "libstdc++6")
 DEBIAN_SKIP = {"dpkg", "tar", "install-info", "perl-base", "perl", "perl-modules-5.36", "readline-common",
                "media-types", "mime-support", "mailcap", "libtirpc-common"}
 # Pinned like the host (pyproject.toml): apache-tvm-ffi 0.1.15.post2 segfaults.
+# onnxruntime: the peer whose aarch64 instructions scripts/bench_arm.py counts (its import needs an aarch64
+# /proc/cpuinfo: board.insn_count.prefix gives it one).
 WHEELS = ("apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post1", "numpy>=2.0,<2.5", "ml_dtypes",
-          "typing_extensions")
+          "typing_extensions", "onnxruntime==1.32.0")
 WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64", "manylinux_2_17_aarch64")
 RECIPE = {"debian_roots": list(DEBIAN_ROOTS), "wheels": list(WHEELS), "python": "3.11", "schema": 1}
 # import tvm under emulation takes ~6 s alone; on 2 shared cores allow much more.

@@ -215,37 +215,80 @@ def by_symbol(profile: Profile, maps: str, library: Path) -> list[tuple[str, int
     return sorted(totals.items(), key=lambda kv: -kv[1])
 
 
+# What an aarch64 Linux kernel shows in /proc/cpuinfo for each emulated core (one CPU: counts run one thread).
+# Runtimes such as ONNX Runtime read it at import (the host's x86 one crashes them); the part numbers and
+# features are those of the real cores (Arm's technical reference manuals: Cortex-A76 0xd0b, A72 0xd08).
+CPUINFO = {
+    "cortex-a76": ("0x4", "0xd0b", "1", ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+                                         "asimdrdm lrcpc dcpop asimddp")),
+    "cortex-a72": ("0x0", "0xd08", "3", "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"),
+}
+
+
+def prefix(rootfs: Path, cpu: str) -> Path:
+    """A qemu -L prefix for `cpu`: the emulated board's rootfs, plus a /proc/cpuinfo of that core."""
+    if cpu not in CPUINFO:
+        raise ToolchainError(f"no /proc/cpuinfo for {cpu!r}", hint=f"one of {', '.join(CPUINFO)}")
+    variant, part, revision, features = CPUINFO[cpu]
+    d = cache_dir("insn-count") / f"prefix-{cpu}"
+    (d / "proc").mkdir(parents=True, exist_ok=True)
+    for entry in rootfs.iterdir():
+        link = d / entry.name
+        if entry.name != "proc" and not link.is_symlink():
+            link.symlink_to(entry)
+    (d / "proc" / "cpuinfo").write_text(
+        f"processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
+        f"CPU architecture: 8\nCPU variant\t: {variant}\nCPU part\t: {part}\nCPU revision\t: {revision}\n\n")
+    return d
+
+
 @dataclass
-class BundleCount:
+class Count:
     output: np.ndarray
     summary: dict  # summarize()'s
-    kernels: list[tuple[str, int]]  # by_symbol()'s
+    functions: list[tuple[str, int]]  # by_symbol()'s
 
 
-def count_bundle(bundle_dir: str | Path, x: np.ndarray, cpu: str, work: Path, timeout: float = 3600) -> BundleCount:
-    """One inference of an aarch64 TVM bundle on the emulated `cpu`, one thread, after a warm-up: its
-    output, instruction classes and instructions per kernel."""
+def count_run(runtime: str, model: Path, x: np.ndarray, cpu: str, work: Path, library: Path,
+              timeout: float = 3600) -> Count:
+    """One inference by `runtime` ("tvm": a bundle's model.so, "onnxruntime": an ONNX file) on the emulated
+    `cpu`, one thread, after a warm-up: its output, instruction classes and instructions per function of
+    `library` (and per other mapped file)."""
     from c2f_edge.board import emulator
 
     emu = emulator.setup(quiet=True)
-    so = Path(bundle_dir).resolve() / "model.so"
     work.mkdir(parents=True, exist_ok=True)
     np.save(work / "input.npy", np.ascontiguousarray(x, np.float32))
     files = [work / name for name in ("output.npy", "maps.txt", "profile.bin")]
     for f in files:
         f.unlink(missing_ok=True)
-    guest = [str(emu.python), str(GUEST), str(so), str(work / "input.npy"), str(files[0]), str(files[1]),
-             hex(START), hex(STOP)]
-    proc = subprocess.run(command(guest, files[2], cpu=cpu, rootfs=emu.rootfs),
-                          env=emu.env({"TVM_NUM_THREADS": "1"}), capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    guest = [str(emu.python), str(GUEST), runtime, str(Path(model).resolve()), str(work / "input.npy"),
+             str(files[0]), str(files[1]), hex(START), hex(STOP)]
+    root = prefix(emu.rootfs, cpu)
+    env = emu.env({"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "QEMU_LD_PREFIX": str(root)})
+    proc = subprocess.run(command(guest, files[2], cpu=cpu, rootfs=root), env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode:
-        raise ToolchainError(f"the bundle failed on the emulated {cpu}: {first_line(RuntimeError(proc.stderr))}",
-                             hint="check that it was compiled for an aarch64 target")
+        raise ToolchainError(f"{runtime} failed on the emulated {cpu}: {first_line(RuntimeError(proc.stderr))}",
+                             hint="for tvm, check that the bundle was compiled for an aarch64 target")
     profile = read_profile(files[2])
     if profile.regions != 1:
         raise ArtifactError(f"the run closed {profile.regions} counted regions, not 1", hint="")
-    return BundleCount(np.load(files[0]), summarize(profile), by_symbol(profile, files[1].read_text(), so))
+    return Count(np.load(files[0]), summarize(profile), by_symbol(profile, files[1].read_text(), library))
+
+
+def count_bundle(bundle_dir: str | Path, x: np.ndarray, cpu: str, work: Path) -> Count:
+    so = Path(bundle_dir).resolve() / "model.so"
+    return count_run("tvm", so, x, cpu, work, so)
+
+
+def count_onnxruntime(onnx: str | Path, x: np.ndarray, cpu: str, work: Path) -> Count:
+    """ONNX Runtime's aarch64 wheel (the emulated board's) on the ONNX file, ORT_ENABLE_ALL, sequential."""
+    from c2f_edge.board import emulator
+
+    capi = emulator.emulator_dir() / "site-packages" / "onnxruntime" / "capi"
+    library = next(iter(sorted(capi.glob("onnxruntime_pybind11_state*.so"))), capi / "onnxruntime_pybind11_state.so")
+    return count_run("onnxruntime", Path(onnx), x, cpu, work, library)
 
 
 def setup() -> Path:

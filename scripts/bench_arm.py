@@ -51,17 +51,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def ensure_onnx(path: str | None) -> Path:
-    p = Path(path or "build/onnx/model.onnx")
-    if p.is_file():
-        return p
-    if path:
-        sys.exit(f"error: {p} not found")
-    from c2f_edge.export import ExportConfig, export_onnx
-
-    return export_onnx(ExportConfig(weights="synthetic", out=str(p.parent)))
-
-
 def tvm_bundles(onnx: Path, target: str, out: Path, rebuild: bool) -> tuple[dict[str, Path], dict[str, str]]:
     """The untuned bundle, and the tuned one if a log for the target fits; notes for the rows left out."""
     from c2f_edge.backend import targets, tuning_db
@@ -122,6 +111,7 @@ def main(argv=None) -> int:
     from c2f_edge.board import insn_count
     from c2f_edge.core.errors import C2FError, report
     from c2f_edge.core.onnx_file import count_macs, load_onnx, ort_session, run_ort, static_input_shape
+    from c2f_edge.export import ensure_onnx
 
     target, cpu, _ = BOARDS[args.board]
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--onnx", default="build/onnx/model.onnx", help="the model (exported, synthetic, if missing)")
+    p.add_argument("--onnx", help="the model (default build/onnx/model.onnx, exported, synthetic, if missing)")
     p.add_argument("--boards", type=int, default=3, help="the farm's size (default 3); compared with 1 board")
     p.add_argument("--delay", type=float, default=2.0, help="extra seconds per timed run of a board (default 2)")
     p.add_argument("--trials", type=int, default=57, help="trials per run, the same for both (default 57: the 3 "
@@ -36,15 +36,6 @@ def parse_args(argv=None):
                         "the next kernel's are searched and built, as when tuning the whole model)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     return p.parse_args(argv)
-
-
-def ensure_onnx(path: str) -> Path:
-    p = Path(path)
-    if p.is_file():
-        return p
-    from c2f_edge.export import ExportConfig, export_onnx
-
-    return export_onnx(ExportConfig(weights="synthetic", out=str(p.parent)))
 
 
 def tune_on(tracker, key: str, n_boards: int, onnx: Path, args, work: Path) -> dict:
@@ -64,6 +55,8 @@ def main(argv=None) -> int:
     from c2f_edge.board import rpc
 
     args = parse_args(argv)
+    from c2f_edge.export import ensure_onnx
+
     onnx = ensure_onnx(args.onnx)
     key = "bench-farm"
     with rpc.tracker() as tracker, tempfile.TemporaryDirectory(prefix="c2f-bench-farm-") as d:

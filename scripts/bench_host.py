@@ -228,17 +228,6 @@ def sgemm_peak(work: Path, args) -> float:
 
 # --- preparing the models -----------------------------------------------------------------------------
 
-def ensure_onnx(path: str | None) -> Path:
-    p = Path(path or "build/onnx/model.onnx")
-    if p.is_file():
-        return p
-    if path:
-        sys.exit(f"error: {p} not found")
-    from c2f_edge.export import ExportConfig, export_onnx
-
-    return export_onnx(ExportConfig(weights="synthetic", out=str(p.parent)))
-
-
 def tvm_bundle(onnx: Path, out: Path, tuning_log: str, rebuild: bool,
                blocked: bool = True) -> tuple[Path, float | None]:
     from c2f_edge.backend.pipeline import PIPELINE_VERSION
@@ -409,9 +398,14 @@ def main(argv=None) -> int:
         args.rounds = 1
     import numpy as np
 
+    from c2f_edge.core.errors import C2FError
     from c2f_edge.core.images import photo_batch
+    from c2f_edge.export import ensure_onnx
 
-    onnx = ensure_onnx(args.onnx)
+    try:
+        onnx = ensure_onnx(args.onnx)
+    except C2FError as e:
+        sys.exit(f"error: {e}")
     args.tuning_log = args.tuning_log or default_tuning_log()
     notes: dict[str, str] = {}
     models, built = prepare_models(onnx, args, notes)

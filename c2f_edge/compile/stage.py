@@ -29,8 +29,7 @@ from c2f_edge.core.artifacts import (
 from c2f_edge.core.errors import ArtifactError, UsageError
 from c2f_edge.core.onnx_file import INPUT_NAME, OUTPUT_NAME, graph_signature, load_onnx, static_input_shape
 from c2f_edge.core.progress import Stages
-
-DEFAULT_ONNX = Path("build/onnx/model.onnx")
+from c2f_edge.export import DEFAULT_ONNX
 
 
 @dataclass

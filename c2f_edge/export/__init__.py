@@ -6,6 +6,6 @@
     scopes.py   which ONNX tensor holds each torch module's output (parity localizes divergence with it)
 """
 
-from c2f_edge.export.stage import ExportConfig, export_onnx
+from c2f_edge.export.stage import DEFAULT_ONNX, ExportConfig, ensure_onnx, export_onnx
 
-__all__ = ["ExportConfig", "export_onnx"]
+__all__ = ["DEFAULT_ONNX", "ExportConfig", "ensure_onnx", "export_onnx"]

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from c2f_edge.core.artifacts import MANIFEST, atomic_dir, input_spec, new_manifest, sha256_file, write_json
-from c2f_edge.core.errors import ExportError, OutputMismatchError, first_line
+from c2f_edge.core.errors import ArtifactError, ExportError, OutputMismatchError, first_line
 from c2f_edge.core.metrics import judge, logit_metrics
 from c2f_edge.core.onnx_file import INPUT_NAME, OUTPUT_NAME, graph_signature, ort_session, run_ort
 from c2f_edge.core.progress import Stages
@@ -118,3 +118,17 @@ def export_onnx(cfg: ExportConfig, model=None, source=None) -> Path:
             )
             write_json(tmp / MANIFEST, manifest)
     return Path(cfg.out) / "model.onnx"
+
+
+DEFAULT_ONNX = Path("build/onnx/model.onnx")
+
+
+def ensure_onnx(path: str | None = None) -> Path:
+    """The benchmarks' model: `path`, or DEFAULT_ONNX, exported with synthetic weights if it is missing."""
+    p = Path(path or DEFAULT_ONNX)
+    if p.is_file():
+        return p
+    if path:
+        raise ArtifactError(f"{p} not found", hint="pass an ONNX file written by `c2f-edge export`, or leave "
+                                                   f"--onnx out to use {DEFAULT_ONNX} (exported if missing)")
+    return export_onnx(ExportConfig(weights="synthetic", out=str(p.parent)))

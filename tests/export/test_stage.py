@@ -128,3 +128,13 @@ def test_load_onnx_rejects_missing_and_corrupt(tmp_path):
     bad.write_bytes(b"\x08\x07garbage" * 100)
     with pytest.raises(ArtifactError, match="not a valid ONNX model"):
         load_onnx(bad)
+
+
+def test_ensure_onnx_takes_a_given_file_and_refuses_a_missing_one(tmp_path):
+    from c2f_edge.core.errors import ArtifactError
+    from c2f_edge.export import ensure_onnx
+
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    assert ensure_onnx(str(tmp_path / "m.onnx")) == tmp_path / "m.onnx"
+    with pytest.raises(ArtifactError, match="nope.onnx not found"):
+        ensure_onnx(str(tmp_path / "nope.onnx"))  # only the default is exported when missing

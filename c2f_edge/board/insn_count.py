@@ -41,8 +41,9 @@ FMA_LANES = {"fma_f32x4": 4, "fma_f32x2": 2, "fma_f16x8": 8, "fma_f16x4": 4, "fm
 _ID = {name: i for i, name in enumerate(CLASSES)}
 
 
-def plugin_header() -> Path:
-    """qemu-plugin.h of the installed qemu-user (no Debian package ships it), cached per qemu version."""
+def plugin_header(fetch: bool = False) -> Path:
+    """qemu-plugin.h of the installed qemu-user (no Debian package ships it), cached per qemu version.
+    Only setup fetches it (`fetch`): nothing is downloaded while counting."""
     version = subprocess.run(["dpkg-query", "-W", "-f=${source:Version}", QEMU_PACKAGE], capture_output=True,
                              text=True, check=False).stdout.strip()
     if not version:
@@ -50,13 +51,16 @@ def plugin_header() -> Path:
                              hint="run `sudo scripts/setup_emulator.sh` (make setup-system)")
     dest = cache_dir("qemu-plugin") / version.replace(":", "_") / "qemu-plugin.h"
     if not dest.is_file():
+        if not fetch:
+            raise ToolchainError(f"the qemu plugin header for qemu {version} is not set up",
+                                 hint="run `make setup-system` (or `python -m c2f_edge.board.insn_count setup`)")
         apt.source_file("qemu", version, HEADER, dest)
     return dest
 
 
-def plugin() -> Path:
+def plugin(fetch: bool = False) -> Path:
     """The plugin built for this host with gcc, cached."""
-    header = plugin_header()
+    header = plugin_header(fetch)
     return native.build("insn-count.so", [SOURCE], ["gcc"],
                         ["-O2", "-fPIC", "-shared", "-Wall", "-I", str(header.parent), "-lpthread"],
                         inputs=[header], hint="apt-get install gcc")
@@ -293,7 +297,7 @@ def count_onnxruntime(onnx: str | Path, x: np.ndarray, cpu: str, work: Path) -> 
 
 def setup() -> Path:
     """Fetch the header and build the plugin now (make setup-system), not inside a test or a benchmark."""
-    return plugin()
+    return plugin(fetch=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,3 +98,17 @@ def test_a_missing_or_foreign_profile_is_a_clear_error(tmp_path):
     (tmp_path / "bad.bin").write_bytes(b"C2FB" + (7).to_bytes(4, "little") + bytes(8))
     with pytest.raises(ArtifactError, match="profile version 7"):
         insn_count.read_profile(tmp_path / "bad.bin")
+
+
+def test_counting_never_downloads_the_header(tmp_path, monkeypatch):
+    """Only setup fetches qemu's plugin header; without it a count stops with the command that sets it up."""
+    from c2f_edge.core.errors import ToolchainError
+
+    if not shutil.which("dpkg-query") or subprocess.run(["dpkg-query", "-W", insn_count.QEMU_PACKAGE],
+                                                        capture_output=True, check=False).returncode:
+        pytest.skip("qemu-user is not installed: make setup-system")
+    monkeypatch.setenv("C2F_EDGE_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(insn_count.apt, "source_file", lambda *a, **k: pytest.fail("downloaded at run time"))
+    with pytest.raises(ToolchainError, match="plugin header .* is not set up") as e:
+        insn_count.plugin()
+    assert "make setup-system" in e.value.hint

@@ -140,11 +140,14 @@ def machine_logs(target_dir: str | os.PathLike) -> list[str]:
     return sorted(p.parent.name for p in d.glob(f"*/{RECORD_FILE}")) if d.is_dir() else []
 
 
-def all_logs(root: str | os.PathLike | None = None) -> list[TuningLog]:
-    """Every log under a root: root/<target>/ and, for machine targets, root/<target>/<machine>/."""
+def log_dirs(root: str | os.PathLike | None = None) -> list[Path]:
+    """Every log directory under a root: root/<target>/ and, for machine targets, root/<target>/<machine>/."""
     root = Path(root if root is not None else default_root())
-    dirs = {p.parent for pattern in (f"*/{RECORD_FILE}", f"*/*/{RECORD_FILE}") for p in root.glob(pattern)}
-    return [read_log(d) for d in sorted(dirs)]
+    return sorted({p.parent for pattern in (f"*/{RECORD_FILE}", f"*/*/{RECORD_FILE}") for p in root.glob(pattern)})
+
+
+def all_logs(root: str | os.PathLike | None = None) -> list[TuningLog]:
+    return [read_log(d) for d in log_dirs(root)]
 
 
 def find_log(target_name: str, target_json: dict, graph_signature: str | None,

@@ -29,7 +29,8 @@ def needs() -> apt.Needs:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="scripts/setup_emulator.sh",
-        description="Root part of the emulated ARM boards: install qemu-user-static, add the arm64 and "
+        description="Root part of the emulated ARM boards: install qemu-user-static and qemu-user (the "
+                    "dynamic build, which loads the instruction-counting plugin), add the arm64 and "
                     "armhf apt architectures and their package lists. apt-get update is retried, then "
                     "judged by whether every package needed has an install candidate: a mirror in "
                     "mid-sync that breaks one index does not stop setup.")

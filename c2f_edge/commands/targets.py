@@ -7,6 +7,8 @@ ORDER = 15
 EPILOG = """\
 Each target is a TOML file. Add your own board by dropping NAME.toml into a directory listed in
 $C2F_EDGE_TARGETS (':'-separated) or ~/.config/c2f-edge/targets/; see c2f_edge/targets.py for the keys.
+After the targets, the tuning logs under tuning_logs/ (or $C2F_EDGE_TUNING_LOGS) are listed with
+"fits", or "stale: <why>; re-tune on <cpu>" (see the README's Tune section: make retune-host).
 `compile --target` also takes a TVM target JSON, e.g.
   --target '{"kind":"llvm","mtriple":"aarch64-linux-gnu","mcpu":"cortex-a55","mattr":["+neon"]}'
 """
@@ -42,19 +44,23 @@ def run(args) -> int:
 def log_table() -> list[dict]:
     """Each tuning log under the default root, with "fits" or "stale: why; re-tune on <cpu>"."""
     from c2f_edge.backend import targets, tuning_db
-    from c2f_edge.core.errors import UnknownTargetError
+    from c2f_edge.core.errors import ArtifactError, UnknownTargetError
 
     rows = []
-    for log in tuning_db.all_logs():
-        name = log.meta.get("target_name", "")
+    for d in tuning_db.log_dirs():
+        here, trials = False, "?"
         try:
+            log = tuning_db.read_log(d)
+            name, trials = log.meta.get("target_name", ""), log.meta.get("trials", "?")
             spec = targets.get(name)
+        except ArtifactError as e:  # one broken log must not hide the others
+            state = f"unreadable: {e}"
         except UnknownTargetError:
-            state, here = f"stale: tuned for target {name!r}, which is not defined here", False
+            state = f"stale: tuned for target {name!r}, which is not defined here"
         else:
-            state, here = tuning_db.status(log, spec.target), log.path.name == spec.machine()
-        rows.append({"log": str(log.path.relative_to(tuning_db.default_root())) + (" (this machine)" if here else ""),
-                     "trials": log.meta.get("trials", "?"), "status": state})
+            state, here = tuning_db.status(log, spec.target), d.name == spec.machine()
+        rows.append({"log": str(d.relative_to(tuning_db.default_root())) + (" (this machine)" if here else ""),
+                     "trials": trials, "status": state})
     return rows
 
 

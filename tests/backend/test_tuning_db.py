@@ -176,3 +176,17 @@ def test_targets_lists_the_logs_with_fits_or_stale(tmp_path, monkeypatch, capsys
     assert cli.main(["targets"]) == 0
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("host/")]
     assert rows and all(" fits" in r or " stale: " in r for r in rows)
+
+
+def test_a_broken_log_is_listed_as_unreadable_and_the_others_still_are(tmp_path, monkeypatch, capsys):
+    from c2f_edge import cli
+
+    make_log(tmp_path / "arm64")
+    (tmp_path / "rpi4").mkdir()
+    (tmp_path / "rpi4" / tuning_db.RECORD_FILE).write_text("")
+    (tmp_path / "rpi4" / tuning_db.META).write_text("{not json")
+    monkeypatch.setenv(tuning_db.ENV_ROOT, str(tmp_path))
+    assert cli.main(["targets"]) == 0
+    out = capsys.readouterr().out
+    assert any(ln.startswith("arm64 ") and "fits" in ln for ln in out.splitlines())
+    assert any(ln.startswith("rpi4 ") and "unreadable:" in ln for ln in out.splitlines())

@@ -27,18 +27,22 @@ needs_qemu = pytest.mark.skipif(not shutil.which(insn_count.QEMU),
 
 @pytest.fixture(scope="module")
 def program():
+    """The program for aarch64 glibc (zig's libc cache for it is warmed at setup; musl would cost a minute),
+    and the emulated board's rootfs to run it against."""
     from c2f_edge.backend.crosslink import zig_env
+    from c2f_edge.board import emulator
     from c2f_edge.core import native
 
-    # Static musl: no rootfs needed; cortex_a76 for the fp16 FMAs.
-    return native.build("insn-count-program", [PROGRAM],
-                        [sys.executable, "-m", "ziglang", "cc", "-target", "aarch64-linux-musl"],
-                        ["-static", "-O1", "-mcpu=cortex_a76"], env=zig_env(), hint="pip install ziglang")
+    exe = native.build("insn-count-program", [PROGRAM],
+                       [sys.executable, "-m", "ziglang", "cc", "-target", "aarch64-linux-gnu"],
+                       ["-O1", "-mcpu=cortex_a76"], env=zig_env(), hint="pip install ziglang")  # a76: fp16 FMAs
+    return exe, emulator.setup(quiet=True).rootfs
 
 
 def count(program, tmp_path, *args, cpu="cortex-a76") -> dict:
+    exe, rootfs = program
     out = tmp_path / f"profile-{'-'.join(args)}.bin"
-    proc = subprocess.run(insn_count.command([str(program), *args], out, cpu=cpu), capture_output=True,
+    proc = subprocess.run(insn_count.command([str(exe), *args], out, cpu=cpu, rootfs=rootfs), capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     return insn_count.summarize(insn_count.read_profile(out))

@@ -17,7 +17,10 @@ how long it takes: a scalar load and a 128-bit FMA count one each. Columns:
 
 Rows: the TVM bundle for the board's target, untuned (default schedules) and tuned where a tuning log for
 that target exists; ONNX Runtime 1.32.0's aarch64 wheel on the same ONNX file (ORT_ENABLE_ALL, sequential,
-1 thread). ncnn's rows are not counted yet.
+1 thread); ncnn 1.0.20250503's aarch64 wheel on pnnx's conversion of the same torch model (TorchScript,
+fp16=0), all fp32 (ncnn_fp32) and with ncnn's default options (ncnn: fp16 storage and arithmetic where the
+core has them, as on the A76; the A72 has no fp16 arithmetic). The ncnn rows need pnnx
+(pip install -c constraints.txt 'c2f-edge[bench]') and an ONNX file with its export manifest.
 Needs `make setup-system` (the emulated board, the dynamic qemu-user and the plugin).
 """
 
@@ -46,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--bundle-dir", default="build/bench-arm", help="where the TVM bundles are kept")
     p.add_argument("--rebuild", action="store_true", help="recompile the TVM bundles")
     p.add_argument("--top", type=int, default=10, help="TVM kernels listed by instructions (default 10)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["onnxruntime"], help="rows to leave out")
+    p.add_argument("--skip", nargs="*", default=[], choices=["onnxruntime", "ncnn"], help="rows to leave out")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     return p.parse_args(argv)
 
@@ -76,6 +79,42 @@ def tvm_bundles(onnx: Path, target: str, out: Path, rebuild: bool) -> tuple[dict
                                          verify="none"))
         bundles[name] = d
     return bundles, notes
+
+
+def ncnn_model(onnx: Path, shape: list[int], out: Path) -> Path | str:
+    """pnnx's ncnn model (fp32 weights) of the torch model the ONNX file was exported from, as its export
+    manifest records it: the path without .param/.bin, or why there is none. pnnx reads TorchScript (from the
+    ONNX file it writes channel means with an empty axis list: wrong logits)."""
+    import subprocess
+
+    from c2f_edge.core.artifacts import manifest_or_empty
+    from c2f_edge.models.weights import load_model, weights_of_artifact
+
+    try:
+        import pnnx
+    except ImportError:
+        return "skipped: pnnx is not installed (pip install -c constraints.txt 'c2f-edge[bench]')"
+    source = weights_of_artifact(manifest_or_empty(onnx.parent))
+    if source is None:
+        return f"skipped: {onnx} has no export manifest naming the torch model to convert"
+    name = f"{source['variant']}-{source['weights'] or Path(source['checkpoint']).stem}-{source['seed']}-" + \
+        "x".join(map(str, shape))
+    model_dir = out / f"ncnn-{name}"
+    stem = model_dir / "model.ncnn"
+    if (model_dir / "model.ncnn.bin").is_file():
+        return stem
+    import torch
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    torch_model, _ = load_model(**source)
+    torch.jit.trace(torch_model, torch.zeros(shape)).save(str(model_dir / "model.pt"))
+    tool = Path(pnnx.__file__).parent / "pnnx"
+    proc = subprocess.run([str(tool), "model.pt", f"inputshape=[{','.join(map(str, shape))}]", "fp16=0"],
+                          cwd=model_dir, capture_output=True, text=True, check=False)
+    if proc.returncode or not (model_dir / "model.ncnn.bin").is_file():
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"skipped: pnnx could not convert the model ({tail})"
+    return stem
 
 
 def row(count, macs: int, reference: np.ndarray) -> dict:
@@ -135,9 +174,19 @@ def main(argv=None) -> int:
                 count = insn_count.count_onnxruntime(onnx, x, cpu, Path(work) / "onnxruntime")
                 print(f"  done in {time.perf_counter() - t0:.0f} s (emulated time: not a latency)", file=sys.stderr)
                 results["onnxruntime"] = row(count, macs, reference)
+            if "ncnn" not in args.skip:
+                ncnn = ncnn_model(onnx, list(x.shape), Path(args.bundle_dir))
+                if isinstance(ncnn, str):
+                    notes["ncnn"] = ncnn
+                for name, fp32 in (("ncnn_fp32", True), ("ncnn", False)) if not isinstance(ncnn, str) else ():
+                    t0 = time.perf_counter()
+                    print(f"counting {name} (aarch64 wheel) on an emulated {cpu} ...", file=sys.stderr)
+                    count = insn_count.count_ncnn(ncnn, x, cpu, Path(work) / name, fp32=fp32)
+                    print(f"  done in {time.perf_counter() - t0:.0f} s (emulated time: not a latency)",
+                          file=sys.stderr)
+                    results[name] = row(count, macs, reference)
     except C2FError as e:
         return report(e)
-    notes["ncnn"] = "aarch64 rows not counted yet"
     print_table(args.board, results, notes, top, args.top)
     if args.json:
         doc = {"board": args.board, "target": target, "cpu": cpu, "threads": 1, "model_macs": macs,

@@ -38,10 +38,11 @@ DEBIAN_ROOTS = ("python3.11", "libstdc++6")
 DEBIAN_SKIP = {"dpkg", "tar", "install-info", "perl-base", "perl", "perl-modules-5.36", "readline-common",
                "media-types", "mime-support", "mailcap", "libtirpc-common"}
 # Pinned like the host (pyproject.toml): apache-tvm-ffi 0.1.15.post2 segfaults.
-# onnxruntime: the peer whose aarch64 instructions scripts/bench_arm.py counts (its import needs an aarch64
-# /proc/cpuinfo: board.insn_count.prefix gives it one).
+# onnxruntime, ncnn: the peers whose aarch64 instructions scripts/bench_arm.py counts (ONNX Runtime's import
+# needs an aarch64 /proc/cpuinfo: board.insn_count.prefix gives it one). ncnn 1.0.20250503 is the version
+# of the probe the ARM-speed issue quotes.
 WHEELS = ("apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post1", "numpy>=2.0,<2.5", "ml_dtypes",
-          "typing_extensions", "onnxruntime==1.32.0")
+          "typing_extensions", "onnxruntime==1.32.0", "ncnn==1.0.20250503")
 WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64", "manylinux_2_17_aarch64")
 RECIPE = {"debian_roots": list(DEBIAN_ROOTS), "wheels": list(WHEELS), "python": "3.11", "schema": 1}
 # import tvm under emulation takes ~6 s alone; on 2 shared cores allow much more.

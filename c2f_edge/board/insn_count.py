@@ -295,6 +295,16 @@ def count_onnxruntime(onnx: str | Path, x: np.ndarray, cpu: str, work: Path) -> 
     return count_run("onnxruntime", Path(onnx), x, cpu, work, library)
 
 
+def count_ncnn(model: str | Path, x: np.ndarray, cpu: str, work: Path, fp32: bool = False) -> Count:
+    """ncnn's aarch64 wheel (the emulated board's) on an ncnn model (`model`.param and .bin, input in0, output
+    out0): its default options, or every fp16/bf16/int8 option off (`fp32`)."""
+    from c2f_edge.board import emulator
+
+    lib_dir = emulator.emulator_dir() / "site-packages" / "ncnn"
+    library = next(iter(sorted(lib_dir.glob("ncnn*.so"))), lib_dir / "ncnn.so")
+    return count_run("ncnn_fp32" if fp32 else "ncnn", Path(model), x, cpu, work, library)
+
+
 def setup() -> Path:
     """Fetch the header and build the plugin now (make setup-system), not inside a test or a benchmark."""
     return plugin(fetch=True)

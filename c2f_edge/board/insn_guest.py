@@ -1,8 +1,8 @@
-"""Runs inside the emulated aarch64 Python (stdlib, numpy, TVM's runtime and ONNX Runtime only): one
+"""Runs inside the emulated aarch64 Python (stdlib, numpy, TVM's runtime, ONNX Runtime and ncnn only): one
 inference, counted between the instruction-count plugin's markers (board/insn_count.py), after a warm-up.
 
-    insn_guest.py tvm|onnxruntime MODEL INPUT.npy OUTPUT.npy MAPS.txt START STOP
-MODEL is a bundle's model.so or an ONNX file. MAPS.txt gets the guest's /proc/self/maps, so that counted
+    insn_guest.py tvm|onnxruntime|ncnn|ncnn_fp32 MODEL INPUT.npy OUTPUT.npy MAPS.txt START STOP
+MODEL is a bundle's model.so, an ONNX file, or the path of an ncnn model without .param/.bin. MAPS.txt gets the guest's /proc/self/maps, so that counted
 blocks can be attributed to the functions of the library that ran them.
 """
 
@@ -37,10 +37,35 @@ def onnxruntime_runner(model):
     return lambda x: session.run(None, {name: x})[0]
 
 
+def ncnn_runner(model, fp32=False):
+    """ncnn with its default options (fp16 storage and arithmetic where the core has them), or all fp32."""
+    import ncnn
+    import numpy as np
+
+    net = ncnn.Net()
+    net.opt.num_threads = 1
+    if fp32:
+        for name in dir(net.opt):
+            if name.startswith("use_") and any(k in name for k in ("fp16", "bf16", "int8")):
+                setattr(net.opt, name, False)
+    net.load_param(model + ".param")
+    net.load_model(model + ".bin")
+
+    def run(x):
+        ex = net.create_extractor()
+        ex.input("in0", ncnn.Mat(np.ascontiguousarray(x[0])))
+        _, y = ex.extract("out0")
+        return np.array(y).reshape(1, -1)
+
+    return run
+
+
 def main(runtime, model, inp, out, maps, start, stop):
     import numpy as np
 
-    run = {"tvm": tvm_runner, "onnxruntime": onnxruntime_runner}[runtime](model)
+    runners = {"tvm": tvm_runner, "onnxruntime": onnxruntime_runner, "ncnn": ncnn_runner,
+               "ncnn_fp32": lambda m: ncnn_runner(m, fp32=True)}
+    run = runners[runtime](model)
     x = np.load(inp)
     run(x)  # warm-up: first-call work (allocation, lazy init) is not the model's
     marker(start)

@@ -167,7 +167,8 @@ def main(argv=None) -> int:
                 print(f"counting {name} on an emulated {cpu} ...", file=sys.stderr)
                 count = insn_count.count_bundle(bundle, x, cpu, Path(work) / name)
                 print(f"  done in {time.perf_counter() - t0:.0f} s (emulated time: not a latency)", file=sys.stderr)
-                results[name], top[name] = row(count, macs, reference), count.functions
+                results[name], top[name] = row(count, macs, reference), \
+                    [(f.name, f.instructions) for f in count.functions]
             if "onnxruntime" not in args.skip:
                 t0 = time.perf_counter()
                 print(f"counting onnxruntime (aarch64 wheel) on an emulated {cpu} ...", file=sys.stderr)

@@ -189,43 +189,100 @@ def summarize(profile: Profile) -> dict:
     return out
 
 
-def by_symbol(profile: Profile, maps: str, library: Path) -> list[tuple[str, int]]:
-    """Instructions per function of `library` (its ELF symbols, placed where the guest's /proc/self/maps
-    says it was loaded), and per other mapped file; most first. Code without a symbol of its own (the
-    parallel-loop bodies LLVM emits right after the kernel they belong to) counts for the function before it."""
-    from c2f_edge.backend.bundle_file import symbols
+@dataclass
+class Function:
+    """What one function (or mapped file) ran inside the regions."""
 
+    name: str
+    instructions: int
+    classes: dict[str, int]
+    entries: int | None  # executions of the block at its symbol's address: its calls (None: a whole file)
+
+
+class _Functions:
+    """The function symbols of one mapped ELF file, looked up by address."""
+
+    def __init__(self, path: str, base: int, nearest: bool):
+        from c2f_edge.backend.bundle_file import symbols
+
+        try:
+            data = Path(path).read_bytes()
+            syms = symbols(data)
+            if struct.unpack_from("<H", data, 16)[0] == 2:  # ET_EXEC: its symbols are absolute addresses
+                base = 0
+        except (OSError, C2FError, struct.error, ValueError, IndexError):
+            syms = []
+        self.base, self.nearest = base, nearest
+        self.funcs = sorted({(s.value, s.size, s.name) for s in syms if s.is_function and s.value})
+        self.starts = np.array([f[0] for f in self.funcs], np.int64)
+
+    def lookup(self, addr: int) -> tuple[str | None, bool]:
+        """(the function at `addr`, whether `addr` is its entry)."""
+        off = addr - self.base
+        i = int(np.searchsorted(self.starts, off, side="right")) - 1
+        if i < 0:
+            return None, False
+        value, size, name = self.funcs[i]
+        if not self.nearest and off >= value + size:
+            return None, False
+        return name, off == value
+
+
+def by_symbol(profile: Profile, maps: str, library: Path) -> list[Function]:
+    """Instructions per function, most first. Functions of `library` go by their names; those of other
+    mapped files (the runtime, libc, Python) as FILE:NAME, or FILE where no symbol covers the code. Symbols
+    are placed where the guest's /proc/self/maps says each file was loaded. In `library`, code without a
+    symbol of its own (the parallel-loop bodies LLVM emits after the kernel they belong to) counts for the
+    function before it."""
     lib = str(Path(library).resolve())
-    ranges, base = [], None  # (start, end, file) of every mapped file
+    ranges, bases = [], {}  # (start, end, file) of every mapped file; each file's load address
     for line in maps.splitlines():
         parts = line.split(maxsplit=5)
         if len(parts) < 6:
             continue
         start, end = (int(v, 16) for v in parts[0].split("-"))
         ranges.append((start, end, parts[5]))
-        if parts[5] == lib and int(parts[2], 16) == 0:
-            base = start if base is None else min(base, start)
-    funcs = sorted({(s.value, s.name) for s in symbols(Path(library).read_bytes()) if s.is_function})
-    starts = np.array([f[0] for f in funcs], np.int64)
-    totals: dict[str, int] = {}
-    sizes = np.diff(profile.starts)
-    for addr, execs, n in zip(profile.address.tolist(), profile.executions.tolist(), sizes.tolist(), strict=True):
-        name = next((Path(f).name for s, e, f in ranges if s <= addr < e), "[unmapped]")
-        if base is not None and name == Path(lib).name:
-            i = int(np.searchsorted(starts, addr - base, side="right")) - 1
-            if i >= 0:
-                name = funcs[i][1]
-        totals[name] = totals.get(name, 0) + execs * n
-    return sorted(totals.items(), key=lambda kv: -kv[1])
+        if int(parts[2], 16) == 0:
+            bases[parts[5]] = min(start, bases.get(parts[5], start))
+    tables: dict[str, _Functions] = {}
+    cls, _ = classify(profile.words)
+    block = np.repeat(np.arange(len(profile.address)), np.diff(profile.starts))
+    per_block = np.zeros((len(profile.address), len(CLASSES)), np.int64)  # instructions of each class, once
+    np.add.at(per_block, (block, cls), 1)
+    names, entries = [], {}
+    for addr, execs in zip(profile.address.tolist(), profile.executions.tolist(), strict=True):
+        path = next((f for s, e, f in ranges if s <= addr < e), None)
+        name = "[unmapped]" if path is None else Path(path).name
+        if path in bases:
+            if path not in tables:
+                tables[path] = _Functions(path, bases[path], nearest=path == lib)
+            func, entry = tables[path].lookup(addr)
+            if func is not None:
+                name = func if path == lib else f"{name}:{func}"
+                # A block may be translated more than once: add their entries up.
+                entries[name] = entries.get(name, 0) + (execs if entry else 0)
+        names.append(name)
+    order = {n: i for i, n in enumerate(sorted(set(names)))}
+    index = np.array([order[n] for n in names], np.int64)
+    totals = np.zeros((len(order), len(CLASSES)), np.int64)
+    np.add.at(totals, index, per_block * profile.executions.astype(np.int64)[:, None])
+    out = [Function(n, int(totals[i].sum()), {c: int(totals[i, j]) for j, c in enumerate(CLASSES)}, entries.get(n))
+           for n, i in order.items()]
+    return sorted(out, key=lambda f: (-f.instructions, f.name))
 
 
 # What an aarch64 Linux kernel shows in /proc/cpuinfo for each emulated core (one CPU: counts run one thread).
-# Runtimes such as ONNX Runtime read it at import (the host's x86 one crashes them); the part numbers and
-# features are those of the real cores (Arm's technical reference manuals: Cortex-A76 0xd0b, A72 0xd08).
+# Runtimes such as ONNX Runtime read it at import (the host's x86 one crashes them). Part, variant and
+# revision are those of the MIDR that qemu 7.2 reports for the core; the features, the real core's.
+_V8_0 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
+_V8_2 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
 CPUINFO = {
-    "cortex-a76": ("0x4", "0xd0b", "1", ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
-                                         "asimdrdm lrcpc dcpop asimddp")),
-    "cortex-a72": ("0x0", "0xd08", "3", "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"),
+    "cortex-a76": ("0x4", "0xd0b", "1", _V8_2),
+    "neoverse-n1": ("0x4", "0xd0c", "1", _V8_2),
+    "cortex-a72": ("0x0", "0xd08", "3", _V8_0),
+    "cortex-a57": ("0x1", "0xd07", "0", _V8_0),
+    "cortex-a53": ("0x0", "0xd03", "4", _V8_0),
+    "cortex-a35": ("0x1", "0xd04", "0", _V8_0),
 }
 
 
@@ -250,7 +307,7 @@ def prefix(rootfs: Path, cpu: str) -> Path:
 class Count:
     output: np.ndarray
     summary: dict  # summarize()'s
-    functions: list[tuple[str, int]]  # by_symbol()'s
+    functions: list[Function]  # by_symbol()'s
 
 
 def count_run(runtime: str, model: Path, x: np.ndarray, cpu: str, work: Path, library: Path,
@@ -270,9 +327,16 @@ def count_run(runtime: str, model: Path, x: np.ndarray, cpu: str, work: Path, li
              str(files[0]), str(files[1]), hex(START), hex(STOP)]
     root = prefix(emu.rootfs, cpu)
     env = emu.env({"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "QEMU_LD_PREFIX": str(root)})
-    proc = subprocess.run(command(guest, files[2], cpu=cpu, rootfs=root), env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    try:
+        proc = subprocess.run(command(guest, files[2], cpu=cpu, rootfs=root), env=env,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise ToolchainError(f"{runtime} ran longer than {timeout:g} s on the emulated {cpu}",
+                             hint="raise --timeout: emulation is slow (Conv2Former-N takes about a minute)") from None
     if proc.returncode:
+        if "Illegal instruction" in proc.stderr or proc.returncode == -4:
+            raise ToolchainError(f"{runtime} ran an instruction the emulated {cpu} does not have",
+                                 hint="count on the core the code was compiled for (a bundle's target mcpu)")
         raise ToolchainError(f"{runtime} failed on the emulated {cpu}: {first_line(RuntimeError(proc.stderr))}",
                              hint="for tvm, check that the bundle was compiled for an aarch64 target")
     profile = read_profile(files[2])
@@ -281,9 +345,9 @@ def count_run(runtime: str, model: Path, x: np.ndarray, cpu: str, work: Path, li
     return Count(np.load(files[0]), summarize(profile), by_symbol(profile, files[1].read_text(), library))
 
 
-def count_bundle(bundle_dir: str | Path, x: np.ndarray, cpu: str, work: Path) -> Count:
+def count_bundle(bundle_dir: str | Path, x: np.ndarray, cpu: str, work: Path, timeout: float = 3600) -> Count:
     so = Path(bundle_dir).resolve() / "model.so"
-    return count_run("tvm", so, x, cpu, work, so)
+    return count_run("tvm", so, x, cpu, work, so, timeout=timeout)
 
 
 def count_onnxruntime(onnx: str | Path, x: np.ndarray, cpu: str, work: Path) -> Count:

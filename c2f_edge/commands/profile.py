@@ -20,6 +20,13 @@ what it measures (on the board, with TVM's time evaluator):
   TVM versions, the bundle's sha256 and tuning state, the date. Timings from an emulated board are
   labelled EMULATED: they are not latencies of any device.
 
+instruction counts (no board: --emulated alone):
+  the aarch64 bundle runs here on a core that qemu emulates (--cpu, default the target's: cortex-a76 for
+  rpi5, cortex-a72 for rpi4), one thread, one inference after a warm-up, counted by c2f-edge's qemu plugin
+  (`make setup-system` installs it). Counts are exact and the same on any host; they are NOT times.
+  Per class (NEON FMA by lanes, NEON loads/stores, scalar FP, loads, stores, branches) and, with --per-op,
+  per kernel with its calls and share. --json writes them; --compare puts count results side by side.
+
 robustness:
   --timeout S bounds every step (connect, upload, each chunk of samples, each kernel): a board that
   hangs or drops gives an error within S seconds; samples measured so far stay in --json with
@@ -32,6 +39,7 @@ examples:
   c2f-edge profile --artifact build/arm64 --rpc 192.168.1.20:9090 --repeat 100 --cooldown-ms 50
   c2f-edge profile --artifact build/rpi5 --rpc-tracker 192.168.1.10:9190 --rpc-key rpi5 --all-boards \
       --json fleet.json                                   # every board under the key, side by side
+  c2f-edge profile --artifact build/rpi5 --emulated --per-op --json rpi5-counts.json  # instructions per kernel
   c2f-edge profile --compare untuned.json tuned.json      # side by side, ratios vs the first
   c2f-edge profile --schema                               # the --json format, field by field
 """
@@ -70,7 +78,10 @@ def register(sub) -> None:
     t.add_argument("--timeout", type=float, metavar="S", default=300.0,
                    help="seconds any one step may take before the board counts as dropped (default 300)")
     t.add_argument("--emulated", action=argparse.BooleanOptionalAction, default=None,
-                   help="label the board as emulated (default: detected from c2f-edge's emulator key '*-emu')")
+                   help="alone: count instructions on an emulated core here (see below); with a board: label "
+                        "it emulated (default: detected from c2f-edge's emulator key '*-emu')")
+    t.add_argument("--cpu", metavar="CORE", help="with --emulated alone: the core to emulate (default: the "
+                                                 "target's mcpu), e.g. cortex-a76, cortex-a72")
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="PATH", help="write the result here (format: --schema), also when incomplete")
     o.add_argument("--plot", metavar="PATH", help="write a PNG: latency histogram and per-kernel bars")
@@ -96,6 +107,11 @@ def run(args) -> int:
     if not args.artifact:
         raise UsageError("--artifact DIR is required", hint="e.g. --artifact build/host (written by `c2f-edge compile`)")
     modes = [m for m, on in (("tracker", args.rpc_tracker), ("direct", args.rpc), ("local", args.local)) if on]
+    if not modes and args.emulated:
+        return _counts(args)
+    if args.cpu:
+        raise UsageError("--cpu picks the emulated core for instruction counts (--emulated without a board)",
+                         hint="drop --cpu, or drop the board options to count instructions here")
     if len(modes) != 1:
         raise UsageError("choose exactly one of --rpc-tracker HOST:PORT --rpc-key KEY, --rpc HOST:PORT, --local",
                          hint="e.g. --rpc-tracker 127.0.0.1:9190 --rpc-key host")
@@ -120,6 +136,27 @@ def run(args) -> int:
     if args.json:
         print(f"result: {args.json}", file=sys.stderr)
     raise_if_incomplete(result)
+    return 0
+
+
+def _counts(args) -> int:
+    from c2f_edge.core.artifacts import write_json
+    from c2f_edge.core.errors import UsageError
+    from c2f_edge.profile.counts import CountConfig, count, markdown
+
+    for flag, on in (("--all-boards", args.all_boards), ("--plot", args.plot), ("--rpc-key", args.rpc_key)):
+        if on:
+            raise UsageError(f"{flag} is for timing a board; --emulated alone counts instructions here",
+                             hint=f"drop {flag}, or add --rpc-tracker HOST:PORT to time an emulated board")
+    print(f"counting one inference of {args.artifact} on an emulated core (qemu: about a minute for "
+          "Conv2Former-N) ...", file=sys.stderr)
+    result = count(CountConfig(artifact=args.artifact, cpu=args.cpu, per_op=args.per_op, timeout=args.timeout))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.json, result)
+    print(markdown(result), end="")
+    if args.json:
+        print(f"result: {args.json}", file=sys.stderr)
     return 0
 
 

@@ -28,6 +28,19 @@ profile JSON (schema 1), as written by `c2f-edge profile --json PATH`:
   per_op_summary    {kernel_sum_ms, end_to_end_ms (p50), kernel_sum_over_end_to_end, kernels_measured,
                     kernels_failed, calls, kernels_planned, calls_planned, complete, error, method}
   notes             caveats that apply to these numbers
+
+instruction counts JSON (schema 1), as written by `c2f-edge profile --emulated --json PATH` without a board:
+  kind              "c2f-edge.profile.counts"
+  conditions        date, cpu (the emulated core), threads (1), emulator, input, artifact {path, sha256,
+                    target, tuning, variant}, versions
+  instructions      one inference, after a warm-up; classes {fma_f32x4, fma_f32x2, fma_f16x8, fma_f16x4,
+                    fma_f64x2, neon_other, neon_load, neon_store, fp_scalar, load, store, branch, other}
+  fma_lanes         FMA instructions x their lanes; model_macs, fma_lanes_per_mac (null without the ONNX file)
+  neon_load_bytes, neon_store_bytes
+  per_op            with --per-op: [{kernel, calls_counted, calls_traced, signature, instructions, classes,
+                    fma_lanes, per_call, share}], by instructions
+  outside_kernels   with --per-op: [{function, instructions, calls}]: FILE:SYMBOL, or FILE without a symbol
+  notes             caveats: counts, not times
 """
 
 
@@ -43,6 +56,8 @@ def load_result(path: str | Path) -> dict:
         d = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{p} is not valid JSON ({e.msg})", hint="re-run the profile") from e
+    if d.get("kind") == "c2f-edge.profile.counts" and "instructions" in d:
+        return d
     if d.get("kind") != "c2f-edge.profile" or "latency_ms" not in d:
         raise ArtifactError(f"{p} is not a c2f-edge profile result", hint="pass files written by `profile --json`")
     return d
@@ -145,6 +160,14 @@ def per_op_table(result: dict, top: int = 15) -> list[str]:
 
 def compare(results: list[dict], names: list[str] | None = None) -> str:
     """Side-by-side table; ratios are relative to the first result (>1 = slower than it)."""
+    counted = [r.get("kind") == "c2f-edge.profile.counts" for r in results]
+    if any(counted):
+        if not all(counted):
+            raise ArtifactError("--compare got both latencies and instruction counts", hint="compare results of "
+                                "one kind: all from `profile --emulated` alone, or all from boards")
+        from c2f_edge.profile.counts import compare as compare_counts
+
+        return compare_counts(results)
     names = names or [label(r) for r in results]
     base = results[0]["latency_ms"]
     head = "| metric | " + " | ".join(names) + " |"

@@ -37,6 +37,10 @@ import numpy as np
 
 BOARDS = {"rpi5": ("rpi5", "cortex-a76", "Raspberry Pi 5 (Cortex-A76)"),
           "rpi4": ("rpi4", "cortex-a72", "Raspberry Pi 4 (Cortex-A72)")}
+ESTIMATE_NOTE = ("a throughput bound of the core's pipes (board/cycle_model.py) at the board's clock, one "
+                 "thread; blind to caches and memory bandwidth, dependency latency, branch mispredictions and "
+                 "multi-thread scaling, so real times are higher. x ORT, x ncnn: estimate over ONNX Runtime's, "
+                 "ncnn's (default options)")
 SHOWN = (("fma_f32x4", "FMA f32x4"), ("fma_f16x8", "FMA f16x8"), ("neon_other", "NEON other"),
          ("neon_load", "NEON ld"), ("neon_store", "NEON st"), ("fp_scalar", "scalar FP"), ("load", "loads"),
          ("store", "stores"), ("branch", "branches"), ("other", "other"))
@@ -83,43 +87,32 @@ def tvm_bundles(onnx: Path, target: str, out: Path, rebuild: bool) -> tuple[dict
 
 def ncnn_model(onnx: Path, shape: list[int], out: Path) -> Path | str:
     """pnnx's ncnn model (fp32 weights) of the torch model the ONNX file was exported from, as its export
-    manifest records it: the path without .param/.bin, or why there is none. pnnx reads TorchScript (from the
-    ONNX file it writes channel means with an empty axis list: wrong logits)."""
-    import subprocess
-
+    manifest records it: the path without .param/.bin, or why there is none."""
+    from c2f_edge.board import ncnn_model as ncnn
     from c2f_edge.core.artifacts import manifest_or_empty
     from c2f_edge.models.weights import load_model, weights_of_artifact
 
     try:
-        import pnnx
+        import pnnx  # noqa: F401
     except ImportError:
-        return "skipped: pnnx is not installed (pip install -c constraints.txt 'c2f-edge[bench]')"
+        return ncnn.MISSING
     source = weights_of_artifact(manifest_or_empty(onnx.parent))
     if source is None:
         return f"skipped: {onnx} has no export manifest naming the torch model to convert"
     name = f"{source['variant']}-{source['weights'] or Path(source['checkpoint']).stem}-{source['seed']}-" + \
         "x".join(map(str, shape))
     model_dir = out / f"ncnn-{name}"
-    stem = model_dir / "model.ncnn"
     if (model_dir / "model.ncnn.bin").is_file():
-        return stem
-    import torch
-
-    model_dir.mkdir(parents=True, exist_ok=True)
+        return model_dir / "model.ncnn"
     torch_model, _ = load_model(**source)
-    torch.jit.trace(torch_model, torch.zeros(shape)).save(str(model_dir / "model.pt"))
-    tool = Path(pnnx.__file__).parent / "pnnx"
-    proc = subprocess.run([str(tool), "model.pt", f"inputshape=[{','.join(map(str, shape))}]", "fp16=0"],
-                          cwd=model_dir, capture_output=True, text=True, check=False)
-    if proc.returncode or not (model_dir / "model.ncnn.bin").is_file():
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"skipped: pnnx could not convert the model ({tail})"
-    return stem
+    return ncnn.convert(torch_model, shape, model_dir)
 
 
 def row(count, macs: int, reference: np.ndarray) -> dict:
     s = count.summary
-    return {"instructions": s["instructions"], "classes": s["classes"], "neon_load_bytes": s["neon_load_bytes"],
+    est = count.estimate
+    return {"estimate": None if est is None else {k: est[k] for k in ("cycles", "ms", "clock_ghz", "bound_by")},
+            "instructions": s["instructions"], "classes": s["classes"], "neon_load_bytes": s["neon_load_bytes"],
             "neon_store_bytes": s["neon_store_bytes"], "fma_lanes": s["fma_lanes"],
             "fma_lanes_per_mac": s["fma_lanes"] / macs,
             "max_abs_diff_vs_ort": float(np.abs(count.output - reference).max())}
@@ -128,16 +121,26 @@ def row(count, macs: int, reference: np.ndarray) -> dict:
 def print_table(board: str, results: dict, notes: dict, top: dict, n_top: int) -> None:
     title = BOARDS[board][2]
     print(f"\n{title}, emulated (qemu), 1 thread, one inference after a warm-up; counts in millions")
-    cols = ["row", "instr", *[label for _, label in SHOWN], "lanes/MAC", "|diff| vs ORT"]
+    cols = ["row", "instr", *[label for _, label in SHOWN], "lanes/MAC", "|diff| vs ORT", "est. ms", "x ORT",
+            "x ncnn"]
     lines = [cols]
+
+    def ms(name):
+        r = results.get(name)
+        return r["estimate"]["ms"] if r and r["estimate"] else None
+
     for name, r in results.items():
+        est = ms(name)
+        ratios = [f"{est / ms(other):.2f}" if est and ms(other) else "-" for other in ("onnxruntime", "ncnn")]
         lines.append([name, f"{r['instructions'] / 1e6:,.1f}", *[f"{r['classes'][c] / 1e6:,.1f}" for c, _ in SHOWN],
-                      f"{r['fma_lanes_per_mac']:.2f}", f"{r['max_abs_diff_vs_ort']:.1e}"])
+                      f"{r['fma_lanes_per_mac']:.2f}", f"{r['max_abs_diff_vs_ort']:.1e}",
+                      f"{est:.1f}" if est else "-", *ratios])
     widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
     for line in lines:
         print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths, strict=True))))
     for name, note in notes.items():
         print(f"{name}: {note}")
+    print(f"est. ms: ESTIMATES, not measurements: {ESTIMATE_NOTE}")
     for name, kernels in top.items():
         total = results[name]["instructions"]
         print(f"\n{name}: top {n_top} of {len(kernels)} functions by instructions")
@@ -191,6 +194,7 @@ def main(argv=None) -> int:
     print_table(args.board, results, notes, top, args.top)
     if args.json:
         doc = {"board": args.board, "target": target, "cpu": cpu, "threads": 1, "model_macs": macs,
+               "estimate_note": ESTIMATE_NOTE,
                "onnx": str(onnx), "input": "np.random.default_rng(0).standard_normal(shape), float32",
                "rows": results, "notes": notes, "top_kernels": {k: v[:args.top] for k, v in top.items()}}
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")

@@ -37,9 +37,14 @@ def test_bench_arm_counts_the_tvm_and_onnxruntime_rows_of_a_tiny_model(tmp_path,
     ort = doc["rows"]["onnxruntime"]  # ONNX Runtime's aarch64 wheel, on the same core and input
     assert ort["instructions"] == sum(ort["classes"].values()) > 0 and ort["max_abs_diff_vs_ort"] < 1e-4
     assert ort["fma_lanes_per_mac"] >= 1.0
+    # Both rows estimated by the A76 cycle model, at the Pi 5's clock; labelled as estimates.
+    for r in (tvm, ort):
+        assert r["estimate"]["clock_ghz"] == 2.4 and r["estimate"]["ms"] == pytest.approx(r["estimate"]["cycles"] / 2.4e6)
+        assert sum(r["estimate"]["bound_by"].values()) == pytest.approx(r["estimate"]["cycles"])
     # ncnn runs pnnx's conversion of the torch model the export manifest names: a bare ONNX file has none.
     assert "ncnn" not in doc["rows"] and doc["notes"]["ncnn"].startswith("skipped: ")
     kernels = dict(doc["top_kernels"]["tvm"])
     assert any(name.startswith("conv2d") for name in kernels)  # blocks attributed to the bundle's kernels
     table = capsys.readouterr().out
     assert "Raspberry Pi 5 (Cortex-A76)" in table and "tvm" in table
+    assert "est. ms" in table and "est. ms: ESTIMATES, not measurements" in table

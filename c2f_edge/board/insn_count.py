@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from c2f_edge.board import cycle_model
+from c2f_edge.board.a64 import _ID, CLASSES, FMA_LANES, classify
+from c2f_edge.board.block_profile import Profile, read_profile
 from c2f_edge.core import apt, native
 from c2f_edge.core.cache import cache_dir
 from c2f_edge.core.errors import ArtifactError, C2FError, ToolchainError, first_line, report
@@ -34,11 +37,6 @@ MARKER_SYSCALL = 155  # getpgid on aarch64
 START, STOP = 0x3C2F0001, 0x3C2F0002
 HEADER = "include/qemu/qemu-plugin.h"
 
-# Instruction classes, in the order of the ids `classify` returns.
-CLASSES = ("fma_f32x4", "fma_f32x2", "fma_f16x8", "fma_f16x4", "fma_f64x2", "neon_other", "neon_load",
-           "neon_store", "fp_scalar", "load", "store", "branch", "other")
-FMA_LANES = {"fma_f32x4": 4, "fma_f32x2": 2, "fma_f16x8": 8, "fma_f16x4": 4, "fma_f64x2": 2}
-_ID = {name: i for i, name in enumerate(CLASSES)}
 
 
 def plugin_header(fetch: bool = False) -> Path:
@@ -76,106 +74,6 @@ def command(args: list[str], out: Path, cpu: str = "cortex-a76", rootfs: Path | 
     return cmd + (["-L", str(rootfs)] if rootfs else []) + list(args)
 
 
-@dataclass
-class Profile:
-    """The blocks run inside the marked regions: address, executions and instruction words of each."""
-
-    regions: int
-    address: np.ndarray     # uint64, one per block
-    executions: np.ndarray  # uint64, one per block
-    words: np.ndarray       # uint32, every block's instructions, block after block
-    starts: np.ndarray      # int64, where each block's words begin (len = blocks + 1)
-
-    def executions_per_word(self) -> np.ndarray:
-        return np.repeat(self.executions, np.diff(self.starts))
-
-
-def read_profile(path: str | Path) -> Profile:
-    data = Path(path).read_bytes() if Path(path).is_file() else b""
-    if data[:4] != b"C2FB":
-        raise ArtifactError(f"{path} is not an instruction profile (did the guest run to its end?)",
-                            hint="the plugin writes it when qemu exits")
-    version, regions, n = struct.unpack_from("<3I", data, 4)
-    if version != 1:
-        raise ArtifactError(f"{path}: profile version {version}, this reads 1", hint="re-run the count")
-    pos, address, executions, chunks, starts = 16, [], [], [], [0]
-    for _ in range(n):
-        vaddr, execs, k = struct.unpack_from("<QQI", data, pos)
-        pos += 20
-        address.append(vaddr)
-        executions.append(execs)
-        chunks.append(np.frombuffer(data, "<u4", k, pos))
-        starts.append(starts[-1] + k)
-        pos += 4 * k
-    words = np.concatenate(chunks) if chunks else np.zeros(0, np.uint32)
-    return Profile(regions, np.array(address, np.uint64), np.array(executions, np.uint64), words.astype(np.uint32),
-                   np.array(starts, np.int64))
-
-
-def _bits(w: np.ndarray, hi: int, lo: int) -> np.ndarray:
-    return ((w >> np.uint32(lo)) & np.uint32((1 << (hi - lo + 1)) - 1)).astype(np.int64)
-
-
-def classify(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(class id, NEON bytes moved) per A64 instruction word, decoded from its encoding groups (Arm
-    Architecture Reference Manual, chapter C4, "A64 Instruction Set Encoding")."""
-    w = np.asarray(words, np.uint32)
-    cls = np.full(w.shape, _ID["other"], np.int8)
-    nbytes = np.zeros(w.shape, np.int64)
-    op0, top, q = _bits(w, 28, 25), _bits(w, 28, 24), _bits(w, 30, 30)
-
-    # Branches, exception generation and system: op0 = 101x. svc, hints, barriers and msr stay "other".
-    branch = (op0 & 0b1110) == 0b1010
-    system = (_bits(w, 31, 24) == 0b11010100) | (_bits(w, 31, 22) == 0b1101010100)
-    cls[branch & ~system] = _ID["branch"]
-
-    # Loads and stores: op0 = x1x0; bit 26 says SIMD&FP register.
-    ldst, simd_reg = (op0 & 0b0101) == 0b0100, _bits(w, 26, 26) == 1
-    form = _bits(w, 29, 27)
-    pair, reg, literal = ldst & (form == 0b101), ldst & (form == 0b111), ldst & (form == 0b011)
-    structs = ldst & simd_reg & (_bits(w, 31, 31) == 0) & (_bits(w, 29, 25) == 0b00110)  # LD1-4, ST1-4, LD1R-4R
-    single = structs & (_bits(w, 24, 24) == 1)
-    is_load = np.where(literal, True, _bits(w, 22, 22) == 1)
-    is_load = np.where(reg & ~simd_reg, _bits(w, 23, 22) != 0, is_load)  # LDRSW and friends have opc = 1x
-    # Bytes: a pair of s/d/q registers (opc 00/01/10); one register (size, or q when opc<1> is set); a
-    # structure of 1-4 registers of 8 or 16 bytes; one element (b/h/s/d, or replicated) of 1-4 registers.
-    pair_reg = 4 << _bits(w, 31, 30)
-    one_reg = np.where(_bits(w, 23, 23) == 1, 16, 1 << _bits(w, 31, 30))
-    n_regs = np.select([_bits(w, 15, 12) == op for op in (0b0111, 0b1010, 0b0110, 0b0010, 0b1000, 0b0100, 0b0000)],
-                       [1, 2, 3, 4, 2, 3, 4], 1)
-    scale = _bits(w, 15, 14)
-    element = np.select([scale == 0, scale == 1, (scale == 2) & (_bits(w, 10, 10) == 0), scale == 2],
-                        [1, 2, 4, 8], 1 << _bits(w, 11, 10))
-    n_elem = (_bits(w, 13, 13) * 2 + _bits(w, 21, 21)) + 1
-    size = np.select([single, structs, pair, reg], [element * n_elem, n_regs * (8 + 8 * q), 2 * pair_reg, one_reg], 0)
-    # q-register accesses and structures are NEON; s/d registers are scalar, like the integer ones.
-    neon = structs | (simd_reg & pair & (pair_reg == 16)) | (simd_reg & reg & (one_reg == 16))
-    scalar = ldst & ~neon
-    cls[scalar & is_load], cls[scalar & ~is_load] = _ID["load"], _ID["store"]
-    cls[neon & is_load], cls[neon & ~is_load] = _ID["neon_load"], _ID["neon_store"]
-    nbytes[neon] = size[neon]
-
-    # Scalar floating point and Advanced SIMD: op0 = x111. Scalar FP has bit 30 clear and top 1111x;
-    # everything else there (vector, and SIMD scalar forms) is NEON.
-    simd_fp = (op0 & 0b0111) == 0b0111
-    scalar_fp = simd_fp & (_bits(w, 30, 30) == 0) & ((top == 0b11110) | (top == 0b11111))
-    cls[simd_fp & ~scalar_fp] = _ID["neon_other"]
-    cls[scalar_fp] = _ID["fp_scalar"]
-    # FMLA/FMLS (vector): three same, single/double (bit 22: double) or half precision; and by element.
-    vec = simd_fp & (_bits(w, 31, 31) == 0) & (_bits(w, 29, 29) == 0)
-    same32_64 = vec & (top == 0b01110) & (_bits(w, 21, 21) == 1) & (_bits(w, 15, 10) == 0b110011)
-    same16 = vec & (top == 0b01110) & (_bits(w, 22, 21) == 0b10) & (_bits(w, 15, 10) == 0b000011)
-    elem = vec & (top == 0b01111) & ((_bits(w, 15, 12) == 0b0001) | (_bits(w, 15, 12) == 0b0101)) & \
-        (_bits(w, 10, 10) == 0)
-    fp32_64, fp16 = same32_64 | (elem & (_bits(w, 23, 23) == 1)), same16 | (elem & (_bits(w, 23, 22) == 0))
-    double = _bits(w, 22, 22) == 1
-    for mask, name in ((fp32_64 & ~double & (q == 1), "fma_f32x4"), (fp32_64 & ~double & (q == 0), "fma_f32x2"),
-                       (fp32_64 & double, "fma_f64x2"), (fp16 & (q == 1), "fma_f16x8"),
-                       (fp16 & (q == 0), "fma_f16x4")):
-        cls[mask] = _ID[name]
-    return cls, nbytes
-
-
 def summarize(profile: Profile) -> dict:
     """Instructions in the regions, per class, NEON bytes loaded and stored, and FMA lanes."""
     cls, nbytes = classify(profile.words)
@@ -197,6 +95,7 @@ class Function:
     instructions: int
     classes: dict[str, int]
     entries: int | None  # executions of the block at its symbol's address: its calls (None: a whole file)
+    cycles: float | None = None  # estimated by a cycle model (board/cycle_model.py), when one was given
 
 
 class _Functions:
@@ -228,12 +127,12 @@ class _Functions:
         return name, off == value
 
 
-def by_symbol(profile: Profile, maps: str, library: Path) -> list[Function]:
+def by_symbol(profile: Profile, maps: str, library: Path, cycles: np.ndarray | None = None) -> list[Function]:
     """Instructions per function, most first. Functions of `library` go by their names; those of other
     mapped files (the runtime, libc, Python) as FILE:NAME, or FILE where no symbol covers the code. Symbols
     are placed where the guest's /proc/self/maps says each file was loaded. In `library`, code without a
     symbol of its own (the parallel-loop bodies LLVM emits after the kernel they belong to) counts for the
-    function before it."""
+    function before it. `cycles`: a cycle model's estimate per execution of each block, summed per function."""
     lib = str(Path(library).resolve())
     ranges, bases = [], {}  # (start, end, file) of every mapped file; each file's load address
     for line in maps.splitlines():
@@ -266,7 +165,12 @@ def by_symbol(profile: Profile, maps: str, library: Path) -> list[Function]:
     index = np.array([order[n] for n in names], np.int64)
     totals = np.zeros((len(order), len(CLASSES)), np.int64)
     np.add.at(totals, index, per_block * profile.executions.astype(np.int64)[:, None])
-    out = [Function(n, int(totals[i].sum()), {c: int(totals[i, j]) for j, c in enumerate(CLASSES)}, entries.get(n))
+    spent = None
+    if cycles is not None:
+        spent = np.zeros(len(order))
+        np.add.at(spent, index, cycles * profile.executions.astype(np.float64))
+    out = [Function(n, int(totals[i].sum()), {c: int(totals[i, j]) for j, c in enumerate(CLASSES)}, entries.get(n),
+                    None if spent is None else float(spent[i]))
            for n, i in order.items()]
     return sorted(out, key=lambda f: (-f.instructions, f.name))
 
@@ -307,7 +211,9 @@ def prefix(rootfs: Path, cpu: str) -> Path:
 class Count:
     output: np.ndarray
     summary: dict  # summarize()'s
-    functions: list[Function]  # by_symbol()'s
+    functions: list[Function]  # by_symbol()'s, with estimated cycles where the core has a cycle model
+    profile: Profile
+    estimate: dict | None  # cycle_model.estimate()'s, where the core has a model
 
 
 def count_run(runtime: str, model: Path, x: np.ndarray, cpu: str, work: Path, library: Path,
@@ -342,7 +248,10 @@ def count_run(runtime: str, model: Path, x: np.ndarray, cpu: str, work: Path, li
     profile = read_profile(files[2])
     if profile.regions != 1:
         raise ArtifactError(f"the run closed {profile.regions} counted regions, not 1", hint="")
-    return Count(np.load(files[0]), summarize(profile), by_symbol(profile, files[1].read_text(), library))
+    model = cycle_model.CORES.get(cpu)  # the core emulated is the core estimated: no stand-ins here
+    cycles = cycle_model.block_cycles(profile, model) if model else None
+    return Count(np.load(files[0]), summarize(profile), by_symbol(profile, files[1].read_text(), library, cycles),
+                 profile, cycle_model.estimate(profile, model) if model else None)
 
 
 def count_bundle(bundle_dir: str | Path, x: np.ndarray, cpu: str, work: Path, timeout: float = 3600) -> Count:

@@ -25,6 +25,9 @@ SCHEMA = 1
 KIND = "c2f-edge.profile.counts"
 COUNTS_NOTE = ("EMULATED core (qemu on this machine): these are instruction COUNTS of one inference, exact and "
                "the same on any host, NOT times; a scalar load and a 128-bit FMA count one each")
+ESTIMATE_NOTE = ("ESTIMATE, not a measurement: a throughput bound of the core's pipes (board/cycle_model.py) at "
+                 "its board's clock, one thread; blind to caches and memory bandwidth, dependency latency, branch "
+                 "mispredictions and multi-thread scaling, so real times are higher")
 WRAPPER, BODY = "__tvm_ffi_", "_compute_"
 SHOWN = (("fma_f32x4", "FMA f32x4"), ("fma_f16x8", "FMA f16x8"), ("neon_other", "NEON other"),
          ("neon_load", "NEON ld"), ("neon_store", "NEON st"), ("fp_scalar", "scalar FP"), ("load", "loads"),
@@ -76,10 +79,17 @@ def _bundle(artifact: str) -> tuple[dict, Path]:
     return m, d / LIBRARY
 
 
+def _row(name: str, traced: dict) -> dict:
+    from c2f_edge.board.insn_count import CLASSES
+
+    return {"kernel": name, "instructions": 0, "classes": dict.fromkeys(CLASSES, 0), "cycles_est": None,
+            "calls_traced": traced["calls"], "calls_counted": 0, "signature": "; ".join(traced["signatures"])}
+
+
 def kernel_rows(functions: list, calls: list) -> tuple[list[dict], list[dict]]:
     """(one row per kernel, one per function outside the kernels), by instructions. `functions` are
     insn_count.by_symbol()'s, `calls` the traced kernel calls."""
-    from c2f_edge.board.insn_count import CLASSES, FMA_LANES
+    from c2f_edge.board.insn_count import FMA_LANES
 
     traced: dict[str, dict] = {}
     for c in calls:
@@ -96,20 +106,19 @@ def kernel_rows(functions: list, calls: list) -> tuple[list[dict], list[dict]]:
         elif name.endswith(BODY):
             name = name[:-len(BODY)]
         if name not in traced:
-            outside.append({"function": f.name, "instructions": f.instructions, "calls": f.entries})
+            outside.append({"function": f.name, "instructions": f.instructions, "calls": f.entries,
+                            "cycles_est": f.cycles})
             continue
-        k = kernels.setdefault(name, {"kernel": name, "instructions": 0, "classes": dict.fromkeys(CLASSES, 0),
-                                      "calls_traced": traced[name]["calls"], "calls_counted": 0,
-                                      "signature": "; ".join(traced[name]["signatures"])})
+        k = kernels.setdefault(name, _row(name, traced[name]))
         k["instructions"] += f.instructions
+        if f.cycles is not None:
+            k["cycles_est"] = (k["cycles_est"] or 0.0) + f.cycles
         for c, n in f.classes.items():
             k["classes"][c] += n
         if f.name.startswith(WRAPPER):
             k["calls_counted"] += f.entries or 0
     for name, t in traced.items():  # a kernel that ran no counted instruction still gets its row
-        kernels.setdefault(name, {"kernel": name, "instructions": 0, "classes": dict.fromkeys(CLASSES, 0),
-                                  "calls_traced": t["calls"], "calls_counted": 0,
-                                  "signature": "; ".join(t["signatures"])})
+        kernels.setdefault(name, _row(name, t))
     rows = sorted(kernels.values(), key=lambda k: (-k["instructions"], k["kernel"]))
     for k in rows:
         k["fma_lanes"] = sum(k["classes"][c] * lanes for c, lanes in FMA_LANES.items())
@@ -150,6 +159,11 @@ def count(cfg: CountConfig, work: Path | None = None) -> dict:
         "per_op": None, "outside_kernels": None,
         "notes": [COUNTS_NOTE, "one thread, one inference after a warm-up, counted between marker syscalls"],
     }
+    est = c.estimate
+    result["estimate"] = None if est is None else {**{k: est[k] for k in ("board", "clock_ghz", "cycles", "ms",
+                                                                         "bound_by")}, "note": ESTIMATE_NOTE}
+    if est is None:
+        result["notes"].append(f"no cycle model for the {cpu}: counts only, no time estimate")
     mcpu = ((m.get("target") or {}).get("json") or {}).get("mcpu")
     if mcpu and mcpu != cpu:
         result["notes"].append(f"counted on {cpu}, a core the bundle was not compiled for ({mcpu})")
@@ -162,6 +176,7 @@ def count(cfg: CountConfig, work: Path | None = None) -> dict:
         rows, outside = kernel_rows(c.functions, calls)
         for r in rows:
             r["share"] = r["instructions"] / s["instructions"] if s["instructions"] else None
+            r["ms_est"] = None if est is None or r["cycles_est"] is None else r["cycles_est"] / (est["clock_ghz"] * 1e6)
         result["per_op"], result["outside_kernels"] = rows, outside
         result["notes"].append("per kernel: its wrapper and body; outside the kernels: the VM, the runtime and "
                                "Python between the calls")
@@ -190,17 +205,24 @@ def markdown(result: dict, top: int = 15) -> str:
     lines.append(f"| FMA lanes | {result['fma_lanes'] / m:,.2f} |")
     if result.get("fma_lanes_per_mac") is not None:
         lines.append(f"| FMA lanes per model MAC | {result['fma_lanes_per_mac']:.2f} |")
+    est = result.get("estimate")
+    if est:
+        bound = max(est["bound_by"], key=est["bound_by"].get)
+        line = (f"**Estimated {est['ms']:,.2f} ms** on a {est['board']} ({est['clock_ghz']:g} GHz), "
+                f"{est['cycles'] / m:,.1f} M cycles, most bound by {bound}. {est['note']}.")
+        lines += ["", line]
     rows = result.get("per_op")
     if rows:
         lines += ["", f"### Per kernel (top {min(top, len(rows))} of {len(rows)}, by instructions)", "",
-                  "| kernel | calls | instructions (M) | share | per call | NEON FMA share | |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
+                  "| kernel | calls | instructions (M) | share | per call | NEON FMA share | est. ms | |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
         for r in rows[:top]:
             fma = sum(v for c, v in r["classes"].items() if c.startswith("fma_"))
             bar = "#" * round(20 * (r["share"] or 0))
+            ms = "-" if r.get("ms_est") is None else f"{r['ms_est']:,.2f}"
             lines.append(f"| {r['kernel']} | {r['calls_counted']} | {r['instructions'] / m:,.3f} | "
                          f"{100 * (r['share'] or 0):.1f}% | {r['per_call'] or 0:,} | "
-                         f"{100 * fma / r['instructions'] if r['instructions'] else 0:.0f}% | {bar} |")
+                         f"{100 * fma / r['instructions'] if r['instructions'] else 0:.0f}% | {ms} | {bar} |")
         inside = sum(r["instructions"] for r in rows)
         total = result["instructions"]
         summary = (f"kernels: {inside / m:,.2f} M ({100 * inside / total:.1f}%); outside them (the VM, the "

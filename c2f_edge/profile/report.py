@@ -37,9 +37,11 @@ instruction counts JSON (schema 1), as written by `c2f-edge profile --emulated -
                     fma_f64x2, neon_other, neon_load, neon_store, fp_scalar, load, store, branch, other}
   fma_lanes         FMA instructions x their lanes; model_macs, fma_lanes_per_mac (null without the ONNX file)
   neon_load_bytes, neon_store_bytes
+  estimate          null (no cycle model for the core), or {board, clock_ghz, cycles, ms, bound_by {resource:
+                    cycles}, note}: the cycle model's ESTIMATE (board/cycle_model.py), not a measurement
   per_op            with --per-op: [{kernel, calls_counted, calls_traced, signature, instructions, classes,
-                    fma_lanes, per_call, share}], by instructions
-  outside_kernels   with --per-op: [{function, instructions, calls}]: FILE:SYMBOL, or FILE without a symbol
+                    fma_lanes, per_call, share, cycles_est, ms_est}], by instructions
+  outside_kernels   with --per-op: [{function, instructions, calls, cycles_est}]: FILE:SYMBOL, or FILE
   notes             caveats: counts, not times
 """
 

@@ -21,7 +21,7 @@ needs_qemu = pytest.mark.skipif(not shutil.which(insn_count.QEMU), reason="the d
 def _fn(name, n, entries=None, fma=0):
     classes = dict.fromkeys(CLASSES, 0)
     classes["fma_f32x4"], classes["other"] = fma, n - fma
-    return Function(name, n, classes, entries)
+    return Function(name, n, classes, entries, cycles=n / 2)
 
 
 def test_a_kernel_is_its_wrapper_and_its_body_and_its_calls_are_the_wrappers_entries():
@@ -37,8 +37,9 @@ def test_a_kernel_is_its_wrapper_and_its_body_and_its_calls_are_the_wrappers_ent
     assert by["conv"]["per_call"] == 310 and by["conv"]["fma_lanes"] == 1600
     assert by["add"]["calls_counted"] == 2 and by["add"]["signature"] == "float32[1, 8]; 2"
     assert by["never_ran"]["instructions"] == 0 and by["never_ran"]["per_call"] is None
-    assert outside == [{"function": "python3.11", "instructions": 500, "calls": None},
-                       {"function": "memcpy_helper", "instructions": 7, "calls": 1}]
+    assert by["conv"]["cycles_est"] == 465 and by["never_ran"]["cycles_est"] is None
+    assert outside == [{"function": "python3.11", "instructions": 500, "calls": None, "cycles_est": 250},
+                       {"function": "memcpy_helper", "instructions": 7, "calls": 1, "cycles_est": 3.5}]
 
 
 def test_the_core_is_the_targets_or_the_one_named():
@@ -105,13 +106,21 @@ def test_instructions_per_kernel_add_up_and_calls_match_the_vms_trace(tiny_onnx,
     # The 3x3 convolution: each of its 8*32*32*27 MACs in an FMA lane, and nearly all FMAs of the model.
     assert rows["conv2d"]["fma_lanes"] >= 8 * 32 * 32 * 27
     assert rows["conv2d"]["fma_lanes"] >= 0.9 * d["fma_lanes"]
+    # The cycle model's estimate, per kernel too: parts of the whole, labelled as an estimate.
+    est = d["estimate"]
+    assert est["board"] == "Raspberry Pi 5" and est["ms"] == pytest.approx(est["cycles"] / 2.4e6)
+    assert 0 < rows["conv2d"]["ms_est"] < est["ms"]
+    assert sum(r["ms_est"] for r in rows.values()) < est["ms"]
     table = capsys.readouterr().out
-    assert "NOT times" in table and "| conv2d | 1 |" in table
+    assert "NOT times" in table and "| conv2d | 1 |" in table and "ESTIMATE, not a measurement" in table
 
     # The same bundle on the Pi 4's core, and both side by side.
     out2 = tmp_path / "a72.json"
     assert cli(["profile", "--artifact", str(bundle), "--emulated", "--cpu", "cortex-a72", "--json", str(out2)]) == 0
-    assert json.loads(out2.read_text())["conditions"]["cpu"] == "cortex-a72"
+    a72 = json.loads(out2.read_text())
+    assert a72["conditions"]["cpu"] == "cortex-a72" and a72["estimate"]["board"] == "Raspberry Pi 4"
+    # The A72 issues half the FMAs per cycle at 0.75x the clock: the same work takes longer there.
+    assert a72["estimate"]["ms"] > est["ms"]
     capsys.readouterr()
     assert cli(["profile", "--compare", str(out), str(out2)]) == 0
     table = capsys.readouterr().out

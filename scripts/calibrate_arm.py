@@ -100,6 +100,33 @@ def calibrate(raw: dict[str, float], published: dict[str, float]) -> dict[str, d
     return out
 
 
+def mca_check(profile, core, top: int = 5) -> list[dict]:
+    """The `top` blocks by estimated cycles, each with the model's cycles per execution and llvm-mca's block
+    reciprocal throughput. Debian 12's llvm-mca (LLVM 14) models every Arm core with its Cortex-A57 model,
+    the A72's pipeline, so the check means something for the A72 only."""
+    import shutil
+    import subprocess
+
+    from c2f_edge.board import cycle_model
+
+    if not (shutil.which("llvm-mc") and shutil.which("llvm-mca")):
+        return []
+    per_exec = cycle_model.block_cycles(profile, core)
+    order = np.argsort(-(per_exec * profile.executions.astype(np.float64)))[:top]
+    out = []
+    for b in order.tolist():
+        words = profile.words[profile.starts[b]:profile.starts[b + 1]]
+        hexes = "\n".join(" ".join(f"0x{byte:02x}" for byte in int(w).to_bytes(4, "little")) for w in words)
+        asm = subprocess.run(["llvm-mc", "--disassemble", "-triple=aarch64", "-mattr=+fullfp16,+dotprod"],
+                             input=hexes, capture_output=True, text=True, check=False).stdout
+        mca = subprocess.run(["llvm-mca", "-mtriple=aarch64", "-mcpu=cortex-a57", "-iterations=100"], input=asm,
+                             capture_output=True, text=True, check=False).stdout
+        m = next((ln.split(":")[1] for ln in mca.splitlines() if ln.startswith("Block RThroughput")), None)
+        out.append({"instructions": len(words), "executions": int(profile.executions[b]),
+                    "model_cycles": float(per_exec[b]), "llvm_mca_a57": float(m) if m else None})
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--board", nargs="+", choices=sorted(BOARDS), default=["rpi5", "rpi4"])
@@ -109,7 +136,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from c2f_edge.board import insn_count, ncnn_model
+    from c2f_edge.board import cycle_model, insn_count, ncnn_model
     from c2f_edge.core.errors import C2FError, report
 
     torch.manual_seed(0)
@@ -135,6 +162,8 @@ def main(argv=None) -> int:
                     raw[net] = c.estimate["ms"]
                     counts[net] = {"instructions": c.summary["instructions"], "fma_lanes": c.summary["fma_lanes"],
                                    "cycles": c.estimate["cycles"], "bound_by": c.estimate["bound_by"]}
+                    if cpu == "cortex-a72":
+                        counts[net]["hot_blocks_vs_llvm_mca"] = mca_check(c.profile, cycle_model.core(cpu))
                 results[board] = {"cpu": cpu, "nets": calibrate(raw, PUBLISHED_MS[board]), "counts": counts}
     except C2FError as e:
         return report(e)
@@ -146,6 +175,11 @@ def main(argv=None) -> int:
             print(f"{board:6} {net:13} {r['counts'][net]['instructions'] / 1e6:10,.1f} M {c['raw_ms']:9.2f} "
                   f"{c['published_ms']:10.2f} {c['raw_over_published']:14.2f}  {c['factor']:5.2f} "
                   f"({c['factor_from']:12}) {c['scaled_ms']:7.2f} {100 * c['scaled_error']:+6.1f}%")
+    for board, r in results.items():
+        for net, c in r["counts"].items():
+            for blk in c.get("hot_blocks_vs_llvm_mca", []):
+                print(f"{board} {net} hot block: {blk['instructions']} instructions x {blk['executions']:,}: model "
+                      f"{blk['model_cycles']:.2f} cycles, llvm-mca (A57 model) {blk['llvm_mca_a57']}")
     if args.json:
         doc = {"published_ms": PUBLISHED_MS, "source": "ncnn benchmark/README.md, read 2026-12-06",
                "input": "np.random.default_rng(0).standard_normal([1, 3, 224, 224]); torch.manual_seed(0) weights",

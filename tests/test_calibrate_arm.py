@@ -1,6 +1,7 @@
 """scripts/calibrate_arm.py: its nets are the published architectures, and its held-out calibration."""
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,15 @@ def test_each_net_is_predicted_with_the_factor_fitted_on_the_other():
     assert r["b"]["factor"] == pytest.approx(2.0) and r["b"]["scaled_error"] == pytest.approx(-0.2)
     assert r["a"]["raw_over_published"] == pytest.approx(0.5)
 
+
+
+@pytest.mark.skipif(not (shutil.which("llvm-mca") and shutil.which("llvm-mc")), reason="llvm-mca is not installed")
+def test_hot_blocks_are_checked_against_llvm_mca_hottest_first():
+    from c2f_edge.board import cycle_model
+    from tests.board.test_cycle_model import BRANCHY, FMA_BOUND, LOAD_BOUND, profile
+
+    p = profile((BRANCHY, 5), (FMA_BOUND, 100), (LOAD_BOUND, 10))
+    rows = cal.mca_check(p, cycle_model.core("cortex-a72"), top=2)
+    assert [(r["executions"], r["instructions"]) for r in rows] == [(100, len(FMA_BOUND)), (10, len(LOAD_BOUND))]
+    for r in rows:  # the words went through llvm-mc's disassembler and llvm-mca whole
+        assert r["model_cycles"] == pytest.approx(r["llvm_mca_a57"])

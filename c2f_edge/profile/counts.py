@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from c2f_edge.board.cycle_model import STAND_INS
 from c2f_edge.board.insn_count import CPUINFO
 from c2f_edge.core.artifacts import now_iso, sha256_file, tool_versions
 from c2f_edge.core.errors import ArtifactError, UsageError
@@ -48,6 +49,8 @@ def emulated_cpu(manifest: dict, cpu: str | None) -> str:
     target = manifest.get("target") or {}
     mcpu = (target.get("json") or {}).get("mcpu")
     if cpu is None:
+        if mcpu not in CPUINFO and STAND_INS.get(mcpu) in CPUINFO:  # e.g. Jetson Orin's A78AE: qemu 7.2 has no model
+            return STAND_INS[mcpu]
         if mcpu not in CPUINFO:
             raise UsageError(f"the {target.get('name')} target names no core that qemu emulates (mcpu "
                              f"{mcpu or 'not set'})", hint=f"pass --cpu, one of {', '.join(CPUINFO)} "
@@ -165,7 +168,10 @@ def count(cfg: CountConfig, work: Path | None = None) -> dict:
     if est is None:
         result["notes"].append(f"no cycle model for the {cpu}: counts only, no time estimate")
     mcpu = ((m.get("target") or {}).get("json") or {}).get("mcpu")
-    if mcpu and mcpu != cpu:
+    if mcpu and STAND_INS.get(mcpu) == cpu:
+        result["notes"].append(f"the target's {mcpu} is emulated and estimated as a {cpu} (its stand-in), at the "
+                               f"{cpu}'s board clock")
+    elif mcpu and mcpu != cpu:
         result["notes"].append(f"counted on {cpu}, a core the bundle was not compiled for ({mcpu})")
     macs = _model_macs(m)
     result["model_macs"] = macs

@@ -14,6 +14,10 @@
  *   per block run inside a region: u64 guest address | u64 executions | u32 n | n x u32 instruction word
  * The svc of the start marker is outside the region, the svc of the stop marker inside. Inline counters are
  * shared by all vCPUs: count a guest that runs one thread.
+ *
+ * With split=1, each region is written on its own when it closes, to PROFILE.N (N = 0, 1, ...: its index),
+ * in the same format with one region; PROFILE itself then holds the count of regions and no block. That is
+ * how many kernels are counted apart in one qemu run (a tuning batch).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -39,7 +43,7 @@ static size_t n_blocks, cap_blocks;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int64_t marker = 155;
 static uint64_t start_magic = 0x3C2F0001, stop_magic = 0x3C2F0002;
-static int open_region;
+static int open_region, split;
 static uint32_t regions;
 static char out_path[4096];
 
@@ -64,6 +68,8 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb* tb) {
   qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &b->count, 1);
 }
 
+static void write_blocks(const char* path, uint32_t n_regions, int delta);
+
 static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint64_t a1, uint64_t a2,
                        uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6, uint64_t a7, uint64_t a8) {
   (void)id, (void)vcpu, (void)a2, (void)a3, (void)a4, (void)a5, (void)a6, (void)a7, (void)a8;
@@ -73,37 +79,49 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
     for (size_t i = 0; i < n_blocks; ++i) blocks[i]->start = blocks[i]->count;
     open_region = 1;
   } else if (a1 == stop_magic && open_region) {
-    for (size_t i = 0; i < n_blocks; ++i) blocks[i]->region += blocks[i]->count - blocks[i]->start;
+    if (split) {
+      char path[4200];
+      snprintf(path, sizeof(path), "%s.%u", out_path, regions);
+      write_blocks(path, 1, 1);
+    } else {
+      for (size_t i = 0; i < n_blocks; ++i) blocks[i]->region += blocks[i]->count - blocks[i]->start;
+    }
     open_region = 0;
     ++regions;
   }
   pthread_mutex_unlock(&lock);
 }
 
-static void write_profile(qemu_plugin_id_t id, void* data) {
-  (void)id, (void)data;
+/* The blocks that ran in the closed regions (delta 0), or in the open one (delta 1). */
+static void write_blocks(const char* path, uint32_t n_regions, int delta) {
   char tmp[4200];
-  snprintf(tmp, sizeof(tmp), "%s.tmp", out_path);
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
   FILE* f = fopen(tmp, "wb");
   if (!f) {
     fprintf(stderr, "insn_count: cannot write %s\n", tmp);
     return;
   }
   uint32_t kept = 0, version = 1;
-  for (size_t i = 0; i < n_blocks; ++i) kept += blocks[i]->region > 0;
+  for (size_t i = 0; i < n_blocks; ++i) kept += (delta ? blocks[i]->count - blocks[i]->start : blocks[i]->region) > 0;
   fwrite("C2FB", 1, 4, f);
   fwrite(&version, 4, 1, f);
-  fwrite(&regions, 4, 1, f);
+  fwrite(&n_regions, 4, 1, f);
   fwrite(&kept, 4, 1, f);
   for (size_t i = 0; i < n_blocks; ++i) {
     Block* b = blocks[i];
-    if (!b->region) continue;
+    uint64_t execs = delta ? b->count - b->start : b->region;
+    if (!execs) continue;
     fwrite(&b->vaddr, 8, 1, f);
-    fwrite(&b->region, 8, 1, f);
+    fwrite(&execs, 8, 1, f);
     fwrite(&b->n, 4, 1, f);
     fwrite(b->words, 4, b->n, f);
   }
-  if (fclose(f) == 0) rename(tmp, out_path); /* a reader never sees half a profile */
+  if (fclose(f) == 0) rename(tmp, path); /* a reader never sees half a profile */
+}
+
+static void write_profile(qemu_plugin_id_t id, void* data) {
+  (void)id, (void)data;
+  write_blocks(out_path, regions, 0);
 }
 
 static int parse(const char* arg, const char* key, const char** value) {
@@ -125,8 +143,10 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
       start_magic = strtoull(v, NULL, 0);
     } else if (parse(argv[i], "stop", &v)) {
       stop_magic = strtoull(v, NULL, 0);
+    } else if (parse(argv[i], "split", &v)) {
+      split = atoi(v) != 0;
     } else {
-      fprintf(stderr, "insn_count: unknown argument %s (out=, marker=, start=, stop=)\n", argv[i]);
+      fprintf(stderr, "insn_count: unknown argument %s (out=, marker=, start=, stop=, split=)\n", argv[i]);
       return -1;
     }
   }

@@ -64,14 +64,22 @@ def plugin(fetch: bool = False) -> Path:
                         inputs=[header], hint="apt-get install gcc")
 
 
-def command(args: list[str], out: Path, cpu: str = "cortex-a76", rootfs: Path | None = None) -> list[str]:
-    """qemu-aarch64 running `args` on `cpu` with the plugin writing its profile to `out`."""
+def command(args: list[str], out: Path, cpu: str = "cortex-a76", rootfs: Path | None = None,
+            split: bool = False) -> list[str]:
+    """qemu-aarch64 running `args` on `cpu` with the plugin writing its profile to `out` (`split`: each
+    region to `out`.N, read with read_regions)."""
     qemu = shutil.which(QEMU)
     if not qemu:
         raise ToolchainError(f"{QEMU} not found: the dynamic qemu-user loads the counting plugin",
                              hint="run `sudo scripts/setup_emulator.sh` (make setup-system)")
-    cmd = [qemu, "-cpu", cpu, "-plugin", f"{plugin()},out={out},marker={MARKER_SYSCALL},start={START},stop={STOP}"]
+    cmd = [qemu, "-cpu", cpu, "-plugin", f"{plugin()},out={out},marker={MARKER_SYSCALL},start={START},stop={STOP}"
+           + (",split=1" if split else "")]
     return cmd + (["-L", str(rootfs)] if rootfs else []) + list(args)
+
+
+def read_regions(out: Path) -> list[Profile]:
+    """The regions a split run wrote (command(split=True)), in the order they closed."""
+    return [read_profile(f"{out}.{i}") for i in range(read_profile(out).regions)]
 
 
 def summarize(profile: Profile) -> dict:

@@ -74,6 +74,21 @@ def test_the_markers_bracket_exactly_the_region_between_them(program, tmp_path):
 
 
 @needs_qemu
+def test_split_writes_each_region_apart(program, tmp_path):
+    """A tuning batch counts many kernels in one qemu run: split=1 writes every region to its own file."""
+    exe, rootfs = program
+    out = tmp_path / "split.bin"
+    proc = subprocess.run(insn_count.command([str(exe), "500", "3"], out, rootfs=rootfs, split=True),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    whole = insn_count.read_profile(out)
+    assert whole.regions == 3 and len(whole.address) == 0
+    regions = insn_count.read_regions(out)
+    assert [insn_count.summarize(r)["instructions"] for r in regions] == [LOOP_BODY * 500 + STOP_MARKER] * 3
+    assert all(r.regions == 1 for r in regions)
+
+
+@needs_qemu
 def test_counts_do_not_depend_on_the_emulated_core(program, tmp_path):
     assert count(program, tmp_path, "300", "1", cpu="cortex-a76")["classes"] == \
         count(program, tmp_path, "300", "1", cpu="max")["classes"]

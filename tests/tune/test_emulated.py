@@ -1,0 +1,92 @@
+"""Tuning without the board: the emulated runner scores candidates by their estimated time on an emulated
+Cortex-A76, all of a round in one qemu run."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from c2f_edge.board import insn_count
+
+pytestmark = [pytest.mark.emulated, pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.skipif(not shutil.which(insn_count.QEMU), reason="the dynamic qemu-aarch64 (Debian "
+                                 "qemu-user) is not installed: make setup-system")]
+
+N = 64
+
+
+def _matmul():
+    import tvm
+    from tvm import te
+
+    a, b = te.placeholder((N, N), name="A"), te.placeholder((N, N), name="B")
+    k = te.reduce_axis((0, N), name="k")
+    c = te.compute((N, N), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="C")
+    return tvm.IRModule({"main": te.create_prim_func([a, b, c])})
+
+
+def _schedules():
+    """The same matmul twice: j innermost and vectorized by 4 (fast), and k innermost on one lane with the
+    loads strided (slow)."""
+    import tvm
+
+    fast = tvm.s_tir.Schedule(_matmul())
+    blk = fast.get_sblock("C")
+    i, j, k = fast.get_loops(blk)
+    jo, ji = fast.split(j, [None, 4])
+    fast.reorder(i, k, jo, ji)
+    fast.vectorize(ji)
+    slow = tvm.s_tir.Schedule(_matmul())
+    return {"fast": fast.mod, "slow": slow.mod}
+
+
+@pytest.fixture(scope="module")
+def built():
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+
+    from c2f_edge.backend import crosslink, targets
+    from c2f_edge.backend.builder import PoolBuilder
+    from c2f_edge.backend.targets import as_target
+
+    spec = targets.get("rpi5")
+    builder = PoolBuilder(max_workers=1, timeout_sec=300, fcompile=crosslink.linker_for(spec, None))
+    try:
+        mods = _schedules()
+        results = builder.build([BuilderInput(m, as_target(spec.to_json())) for m in mods.values()])
+    finally:
+        builder.shutdown()
+    assert all(r.error_msg is None for r in results), [r.error_msg for r in results]
+    args = ArgInfo.from_prim_func(_matmul()["main"])
+    return {name: (r.artifact_path, args) for name, r in zip(mods, results, strict=True)}
+
+
+def test_a_slow_schedule_scores_above_a_fast_one(built, tmp_path):
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+    from c2f_edge.tune.emulated import EmulatedRunner
+
+    runner = EmulatedRunner("cortex-a76", tmp_path)
+    names = ["fast", "slow", "fast"]
+    inputs = [RunnerInput(built[n][0], "cpu", built[n][1]) for n in names]
+    results = [f.result() for f in runner.run(inputs)]
+    assert all(r.error_msg is None for r in results), [r.error_msg for r in results]
+    fast, slow, again = (float(r.run_secs[0]) for r in results)
+    assert fast == again  # deterministic: the same kernel scores the same
+    assert slow > 2 * fast
+    assert runner.batches == 1  # the whole round in one qemu run
+
+
+def test_a_failing_candidate_is_an_error_and_the_others_still_score(built, tmp_path):
+    from tvm.s_tir.meta_schedule.arg_info import TensorInfo
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+    from c2f_edge.tune.emulated import EmulatedRunner
+
+    path, args = built["fast"]
+    wrong = [TensorInfo("float32", [N, N]), TensorInfo("float32", [N, N])]  # one argument short
+    results = [f.result() for f in EmulatedRunner("cortex-a76", tmp_path).run(
+        [RunnerInput(path, "cpu", wrong), RunnerInput(path, "cpu", args)])]
+    assert results[0].error_msg and results[0].run_secs is None
+    assert results[1].error_msg is None and float(results[1].run_secs[0]) > 0

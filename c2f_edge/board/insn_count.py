@@ -27,7 +27,7 @@ from c2f_edge.board.a64 import _ID, CLASSES, FMA_LANES, classify
 from c2f_edge.board.block_profile import Profile, read_profile
 from c2f_edge.core import apt, native
 from c2f_edge.core.cache import cache_dir
-from c2f_edge.core.errors import ArtifactError, C2FError, ToolchainError, first_line, report
+from c2f_edge.core.errors import ArtifactError, C2FError, ToolchainError, UsageError, first_line, report
 
 SOURCE = Path(__file__).with_name("insn_count.c")
 GUEST = Path(__file__).with_name("insn_guest.py")  # runs in the emulated Python
@@ -196,6 +196,21 @@ CPUINFO = {
     "cortex-a53": ("0x0", "0xd03", "4", _V8_0),
     "cortex-a35": ("0x1", "0xd04", "0", _V8_0),
 }
+
+
+def emulated_core(target: str | None, mcpu: str | None, cpu: str | None) -> str:
+    """The core to emulate for a target: `cpu` if given, else the target's mcpu (or its stand-in)."""
+    if cpu is None:
+        if mcpu not in CPUINFO and cycle_model.STAND_INS.get(mcpu) in CPUINFO:  # Orin's A78AE: not in qemu 7.2
+            return cycle_model.STAND_INS[mcpu]
+        if mcpu not in CPUINFO:
+            raise UsageError(f"the {target} target names no core that qemu emulates (mcpu {mcpu or 'not set'})",
+                             hint=f"pass --cpu, one of {', '.join(CPUINFO)} (cortex-a76: Raspberry Pi 5, "
+                                  "cortex-a72: Pi 4)")
+        return mcpu
+    if cpu not in CPUINFO:
+        raise UsageError(f"--cpu {cpu!r} is not a core c2f-edge emulates", hint=f"one of {', '.join(CPUINFO)}")
+    return cpu
 
 
 def prefix(rootfs: Path, cpu: str) -> Path:

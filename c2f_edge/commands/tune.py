@@ -1,4 +1,4 @@
-"""`c2f-edge tune`: MetaSchedule auto-tuning, on this CPU or on a board over RPC."""
+"""`c2f-edge tune`: MetaSchedule auto-tuning, on this CPU, on a board over RPC, or on an emulated core."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ A farm: with --rpc-tracker, every board registered under --rpc-key measures at o
 it). A board that drops costs only the candidates it was measuring: they are measured again on the
 others. When the last board is gone, tuning stops as on Ctrl-C, and resumes the same way.
 
+Without a board (--emulated): each round's candidates run under qemu on the target's core (rpi5: Cortex-A76,
+rpi4: A72), one thread, counted by c2f-edge's plugin, and score their cycles as estimated by its cycle model
+(see the README: a throughput bound, blind to caches and memory). Deterministic, unlike a board; meta.json
+records that the costs are estimates, from which model and core. Needs `make setup-system`.
+
 Untuned kernels are slow (seconds per image on a small CPU); about 1,000 trials bring this model
 close to ONNX Runtime. On 2 cores that is 15-20 minutes of tuning.
 
@@ -36,6 +41,7 @@ examples:
   c2f-edge tune --target rpi4 --trials 1500 --rpc-tracker 192.168.1.10:9190 --rpc-key rpi4
   c2f-edge tune --target rpi5 --trials 3000 --rpc-tracker 192.168.1.10:9190 --rpc-key rpi5 --boards 4
   c2f-edge tune --target arm64 --rpc 127.0.0.1:9090 --trials 200 --work-dir /tmp/arm64-try
+  c2f-edge tune --target rpi5 --emulated --trials 500      # no Pi: estimated cycles on an emulated A76
 """
 
 
@@ -56,6 +62,11 @@ def register(sub) -> None:
     r.add_argument("--rpc", metavar="HOST:PORT", help="one RPC server, without a tracker")
     r.add_argument("--boards", type=int, metavar="N",
                    help="with --rpc-tracker: measure on at most N of the key's boards at once (default: all)")
+    r.add_argument("--emulated", action="store_true",
+                   help="no board: score each candidate by its estimated cycles on an emulated core (qemu and "
+                        "c2f-edge's cycle model; aarch64 targets)")
+    r.add_argument("--cpu", metavar="CORE", help="with --emulated: the core (default: the target's, e.g. cortex-a76 "
+                                                 "for rpi5)")
     p.add_argument("--work-dir", metavar="DIR", help="tuning log directory (default tuning_logs/<target>/)")
     p.add_argument("--cross-compiler", metavar="CMD",
                    help="linker for the candidates of a cross target (default: the target's, as in compile)")
@@ -89,6 +100,7 @@ def run(args) -> int:
         print(f"note: {SYNTHETIC_WARNING} (a tuning log depends on the graph, not the weights)", file=sys.stderr)
     cfg = TuneConfig(target=args.target, trials=args.trials, onnx=args.onnx, work_dir=args.work_dir,
                      rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key, rpc=args.rpc, boards=args.boards,
+                     emulated=args.emulated, cpu=args.cpu,
                      trials_per_round=args.trials_per_round, max_tasks=args.max_tasks,
                      cross_compiler=args.cross_compiler, verbose=args.verbose,
                      model={"variant": args.variant, "checkpoint": args.checkpoint, "weights": args.weights,

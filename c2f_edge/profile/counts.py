@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from c2f_edge.board.cycle_model import STAND_INS
-from c2f_edge.board.insn_count import CPUINFO
+from c2f_edge.board.insn_count import emulated_core
 from c2f_edge.core.artifacts import now_iso, sha256_file, tool_versions
 from c2f_edge.core.errors import ArtifactError, UsageError
 
@@ -47,18 +47,7 @@ class CountConfig:
 def emulated_cpu(manifest: dict, cpu: str | None) -> str:
     """The core to emulate: `cpu`, or the one the bundle's target was compiled for."""
     target = manifest.get("target") or {}
-    mcpu = (target.get("json") or {}).get("mcpu")
-    if cpu is None:
-        if mcpu not in CPUINFO and STAND_INS.get(mcpu) in CPUINFO:  # e.g. Jetson Orin's A78AE: qemu 7.2 has no model
-            return STAND_INS[mcpu]
-        if mcpu not in CPUINFO:
-            raise UsageError(f"the {target.get('name')} target names no core that qemu emulates (mcpu "
-                             f"{mcpu or 'not set'})", hint=f"pass --cpu, one of {', '.join(CPUINFO)} "
-                                                           "(cortex-a76: Raspberry Pi 5, cortex-a72: Pi 4)")
-        return mcpu
-    if cpu not in CPUINFO:
-        raise UsageError(f"--cpu {cpu!r} is not a core c2f-edge emulates", hint=f"one of {', '.join(CPUINFO)}")
-    return cpu
+    return emulated_core(target.get("name"), (target.get("json") or {}).get("mcpu"), cpu)
 
 
 def _bundle(artifact: str) -> tuple[dict, Path]:

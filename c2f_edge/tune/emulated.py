@@ -44,7 +44,7 @@ class EmulatedRunner(PyRunner):
 
         jobs = [{"path": inp.artifact_path, "args": [a.as_json() for a in inp.args_info]} for inp in runner_inputs]
         try:
-            counts = count_kernels(jobs, self.cpu, self.work / f"round-{self.batches}", self.timeout)
+            counts = count_kernels(jobs, self.cpu, self.work / "round", self.timeout)
         except ToolchainError as e:
             counts = [KernelCount(None, None, None, f"{e} ({e.hint})")] * len(jobs)
         self.batches += 1

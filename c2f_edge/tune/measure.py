@@ -43,6 +43,30 @@ def host_machine() -> dict:
 
 
 
+def emulated_machine(target_name: str, target_json: dict, cpu: str | None) -> dict:
+    """Where an emulated tuning run scores: the core, and what its costs are (recorded in meta.json)."""
+    import shutil
+
+    from c2f_edge.board import cycle_model, insn_count
+    from c2f_edge.core.errors import ToolchainError
+    from c2f_edge.tune.emulated import cost_note
+
+    triple = target_json.get("mtriple") or (target_json.get("host") or {}).get("mtriple") or ""
+    if not triple.startswith("aarch64") or target_json.get("kind") != "llvm":
+        raise UsageError(f"--emulated tunes aarch64 CPU targets; {target_name!r} is {triple or 'not one'}",
+                         hint="e.g. --target rpi5 or --target rpi4")
+    core = insn_count.emulated_core(target_name, target_json.get("mcpu"), cpu)
+    if not shutil.which(insn_count.QEMU):
+        raise ToolchainError(f"{insn_count.QEMU} not found: the dynamic qemu-user runs the candidates",
+                             hint="run `make setup-system`")
+    model = cycle_model.CORES.get(core)
+    return {"kind": "emulated", "cpu": core, "emulator": "qemu-aarch64 (Debian qemu-user) with c2f-edge's "
+            "instruction-count plugin", "cost": cost_note(core),
+            "cycle_model": None if model is None else {"core": model.name, "clock_ghz": model.clock_ghz,
+                                                       "board": model.board},
+            "threads": 1, "node": platform.node()}
+
+
 def parse_hostport(s: str, flag: str) -> tuple[str, int]:
     host, _, port = (s or "").rpartition(":")
     if not host or not port.isdigit():

@@ -22,6 +22,7 @@ from c2f_edge.backend.tuning_db import RECORD_FILE, WORKLOAD_FILE, TuningLog, mi
 from c2f_edge.core.errors import ArtifactError, RemoteError, UsageError, first_line
 from c2f_edge.tune.logs import task_logs
 from c2f_edge.tune.measure import (
+    emulated_machine,
     host_machine,
     import_cpu_intrinsics,
     make_runner,
@@ -47,6 +48,8 @@ class TuneConfig:
     rpc_key: str | None = None
     rpc: str | None = None           # HOST:PORT of one RPC server, no tracker
     boards: int | None = None        # with rpc_tracker: measure on at most N of the key's boards at once
+    emulated: bool = False           # score candidates by estimated cycles on an emulated core (tune.emulated)
+    cpu: str | None = None           # with emulated: the core (default: the target's mcpu)
     trials_per_round: int = TRIALS_PER_ROUND
     max_tasks: int | None = None     # tune only the N heaviest tasks (tests, quick looks)
     builder_workers: int | None = None
@@ -80,6 +83,10 @@ class _Job:
     def remote(self) -> bool:
         return bool(self.cfg.rpc or self.cfg.rpc_tracker)
 
+    @property
+    def emulated(self) -> bool:
+        return self.cfg.emulated
+
     def save_meta(self, trials_total: int, elapsed: float) -> None:
         # Every measured candidate leaves a record (failures too), so the file is the ground truth
         # even when an interrupt lands between the database write and our progress callback.
@@ -94,7 +101,8 @@ class _Job:
                    tuning_time_s=round(self.prev_time_s + elapsed, 1),
                    tasks={"extracted": len(self.tasks), "tuned": len(self.order)},
                    trials_per_round=cfg.trials_per_round,
-                   threads=None if self.remote else int(os.environ.get("TVM_NUM_THREADS") or 0) or None,
+                   threads=1 if self.emulated else None if self.remote else
+                   int(os.environ.get("TVM_NUM_THREADS") or 0) or None,
                    linker=self.fcompile.describe() if hasattr(self.fcompile, "describe") else None)
 
 
@@ -131,6 +139,8 @@ def tune(cfg: TuneConfig) -> TuningLog:
 
 
 def _where(job: _Job) -> str:
+    if job.emulated:
+        return f"an emulated {job.machine['cpu']} (estimated cycles, not timings)"
     if not job.remote:
         return "this CPU"
     n = job.machine.get("boards")
@@ -149,19 +159,27 @@ def _check_options(cfg: TuneConfig) -> None:
                          hint="it caps how many of the key's boards measure at once")
     if cfg.rpc_key and not cfg.rpc_tracker:
         raise UsageError("--rpc-key needs --rpc-tracker HOST:PORT", hint="or use --rpc HOST:PORT for one server")
+    if cfg.emulated and (cfg.rpc or cfg.rpc_tracker):
+        raise UsageError("--emulated scores candidates here, on an emulated core; --rpc/--rpc-tracker measure "
+                         "them on a board", hint="pass one of them")
+    if cfg.cpu and not cfg.emulated:
+        raise UsageError("--cpu picks the emulated core", hint="add --emulated, or drop --cpu")
 
 
 def _resolve(cfg: TuneConfig) -> _Job:
     remote = bool(cfg.rpc or cfg.rpc_tracker)
     spec, target_json, fcompile = resolve_target(cfg.target, cfg.cross_compiler)
-    if not remote and not spec.runs_here:
+    if cfg.emulated:
+        machine = emulated_machine(cfg.target, target_json, cfg.cpu)
+    elif not remote and not spec.runs_here:
         raise UsageError(f"target {cfg.target!r} is not this machine: its kernels cannot be measured here",
                          hint="tune it on the board: --rpc-tracker HOST:PORT --rpc-key KEY (or --rpc HOST:PORT)")
     onnx_path = _onnx_path(cfg)
     ident = model_identity(onnx_path)
     work_dir = Path(cfg.work_dir) if cfg.work_dir else default_work_dir(cfg.target, spec.machine())
     _check_work_dir(work_dir, target_json, ident["graph_signature"])
-    machine = remote_machine(cfg) if remote else host_machine()
+    if not cfg.emulated:
+        machine = remote_machine(cfg) if remote else host_machine()
     boards = machine.get("boards", 1)
     if cfg.trials_per_round % boards:
         # A round ends when its last candidate is measured: with a multiple of the boards, none waits idle.
@@ -204,7 +222,15 @@ def _search(job: _Job, left: int, done: int) -> None:
         loggers = stack.enter_context(task_logs(work_dir, [t.task_name for t in tasks], cfg.verbose))
         stack.enter_context(_measure_threads(job))
         contexts, weights = tune_contexts(tasks, loggers, cfg.seed)
-        runner = job.runner = make_runner(cfg, cfg.run_timeout_s, job.machine.get("boards", 1))
+        if job.emulated:
+            import tempfile
+
+            from c2f_edge.tune.emulated import EmulatedRunner
+
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="c2f-emulated-"))
+            runner = job.runner = EmulatedRunner(job.machine["cpu"], scratch, cfg.run_timeout_s * 10)
+        else:
+            runner = job.runner = make_runner(cfg, cfg.run_timeout_s, job.machine.get("boards", 1))
         best: dict[int, float] = {}
         stale: dict[int, int] = {}
         db = ms.database.JSONDatabase(path_workload=str(work_dir / WORKLOAD_FILE),
@@ -234,7 +260,7 @@ def _search(job: _Job, left: int, done: int) -> None:
                 raise RemoteError(f"every board under key {cfg.rpc_key!r} at {cfg.rpc_tracker} dropped; tuning "
                                   "stopped", hint="start the boards again and run the same command to resume") from e
             # Ctrl-C inside a Python callback reaches us wrapped in an FFI error.
-            if isinstance(e, KeyboardInterrupt) or "KeyboardInterrupt" in f"{type(e).__name__} {e}":
+            if isinstance(e, KeyboardInterrupt) or "KeyboardInterrupt" in f"{type(e).__name__} {e}" or _SIGNALLED:
                 _say_interrupted(progress.trials if progress else 0, work_dir)
                 raise KeyboardInterrupt from e
             if job.remote:
@@ -258,7 +284,7 @@ def _measure_threads(job: _Job):
     Unset, TVM uses half the hardware threads on x86 (one on a 2-vCPU VM), and kernels would be chosen
     for a thread count nobody deploys."""
     threads = measure_threads(job.target_json)
-    if job.remote or not threads or os.environ.get("TVM_NUM_THREADS"):
+    if job.remote or job.emulated or not threads or os.environ.get("TVM_NUM_THREADS"):
         yield
         return
     os.environ["TVM_NUM_THREADS"] = str(threads)
@@ -269,28 +295,38 @@ def _measure_threads(job: _Job):
 
 
 def _say_interrupted(trials: int, work_dir: Path) -> None:
-    print(f"\ninterrupted: the {trials} trials measured by this run are saved in {work_dir}; "
-          "run the same command again to resume", file=sys.stderr)
+    # `trials` counts the search's; the default schedules measured first are records too.
+    print(f"\ninterrupted: every record measured so far is saved in {work_dir} "
+          f"({max(trials, TuningLog(work_dir).n_records)} in all); run the same command again to resume",
+          file=sys.stderr)
+
+
+_SIGNALLED: list[int] = []  # signals that stopped the current search (SIGINT, SIGTERM)
 
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """`kill PID` stops a tuning run like Ctrl-C does (meta.json written, workers stopped)."""
+    """`kill PID` stops a tuning run like Ctrl-C does (meta.json written, workers stopped). Both are noted:
+    a KeyboardInterrupt raised inside MetaSchedule's C++ loop can come back as another error (Ctrl-C during
+    the cost model's first import came back as a bare RuntimeError), and is still an interrupt."""
     import signal
     import threading
 
+    _SIGNALLED.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(_signum, _frame):
+    def handler(signum, _frame):
+        _SIGNALLED.append(signum)
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _check_work_dir(work_dir: Path, target_json: dict, graph_sig: str) -> None:

@@ -118,6 +118,8 @@ def tuned_on(log: TuningLog) -> str:
         return f"{m.get('llvm_mcpu', '?')}, {m.get('cores', '?')} cores ({m.get('cpu', 'unknown CPU')})"
     if m.get("kind") == "rpc":
         return f"its board (RPC {m.get('key') or m.get('server') or '?'})"
+    if m.get("kind") == "emulated":  # any machine: `tune --emulated` scores by a model, not by this CPU
+        return f"any machine, emulated {m.get('cpu', '?')} (tune --emulated)"
     return f"the machine it was tuned on ({log.path.name})"
 
 

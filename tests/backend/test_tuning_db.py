@@ -190,3 +190,10 @@ def test_a_broken_log_is_listed_as_unreadable_and_the_others_still_are(tmp_path,
     out = capsys.readouterr().out
     assert any(ln.startswith("arm64 ") and "fits" in ln for ln in out.splitlines())
     assert any(ln.startswith("rpi4 ") and "unreadable:" in ln for ln in out.splitlines())
+
+
+def test_an_emulated_log_can_be_retuned_on_any_machine():
+    from types import SimpleNamespace
+
+    log = SimpleNamespace(meta={"machine": {"kind": "emulated", "cpu": "cortex-a76"}}, path=Path("tuning_logs/rpi5"))
+    assert tuning_db.tuned_on(log) == "any machine, emulated cortex-a76 (tune --emulated)"

@@ -47,7 +47,8 @@ class CountConfig:
 def emulated_cpu(manifest: dict, cpu: str | None) -> str:
     """The core to emulate: `cpu`, or the one the bundle's target was compiled for."""
     target = manifest.get("target") or {}
-    return emulated_core(target.get("name"), (target.get("json") or {}).get("mcpu"), cpu)
+    mcpu = (target.get("json") or {}).get("mcpu") or (target.get("resolved") or {}).get("mcpu")  # a tag: resolved
+    return emulated_core(target.get("name"), mcpu, cpu)
 
 
 def _bundle(artifact: str) -> tuple[dict, Path]:

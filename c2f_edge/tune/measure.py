@@ -47,15 +47,18 @@ def emulated_machine(target_name: str, target_json: dict, cpu: str | None) -> di
     """Where an emulated tuning run scores: the core, and what its costs are (recorded in meta.json)."""
     import shutil
 
+    import tvm
+
     from c2f_edge.board import cycle_model, insn_count
     from c2f_edge.core.errors import ToolchainError
     from c2f_edge.tune.emulated import cost_note
 
-    triple = target_json.get("mtriple") or (target_json.get("host") or {}).get("mtriple") or ""
-    if not triple.startswith("aarch64") or target_json.get("kind") != "llvm":
-        raise UsageError(f"--emulated tunes aarch64 CPU targets; {target_name!r} is {triple or 'not one'}",
+    t = tvm.target.Target(target_json)  # a tag (rpi4's) resolves to its mtriple and mcpu
+    triple, mcpu = str(t.attrs.get("mtriple") or ""), t.attrs.get("mcpu")
+    if not triple.startswith("aarch64") or t.kind.name != "llvm":
+        raise UsageError(f"--emulated tunes aarch64 CPU targets; {target_name!r} is {triple or t.kind.name}",
                          hint="e.g. --target rpi5 or --target rpi4")
-    core = insn_count.emulated_core(target_name, target_json.get("mcpu"), cpu)
+    core = insn_count.emulated_core(target_name, str(mcpu) if mcpu else None, cpu)
     if not shutil.which(insn_count.QEMU):
         raise ToolchainError(f"{insn_count.QEMU} not found: the dynamic qemu-user runs the candidates",
                              hint="run `make setup-system`")

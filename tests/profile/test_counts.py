@@ -50,6 +50,9 @@ def test_the_core_is_the_targets_or_the_one_named():
     assert counts.emulated_cpu(arm64, "neoverse-n1") == "neoverse-n1"
     orin = {"target": {"name": "jetson-orin", "json": {"kind": "llvm", "mcpu": "cortex-a78ae"}}}
     assert counts.emulated_cpu(orin, None) == "cortex-a76"  # qemu 7.2 has no A78AE: its stand-in
+    rpi4 = {"target": {"name": "rpi4", "json": {"tag": "raspberry-pi/4b-aarch64"},
+                       "resolved": {"kind": "llvm", "mcpu": "cortex-a72"}}}
+    assert counts.emulated_cpu(rpi4, None) == "cortex-a72"  # a tagged target: its resolved mcpu
     n1 = {"target": {"name": "n1", "json": {"kind": "llvm", "mcpu": "neoverse-n1"}}}
     assert counts.emulated_cpu(n1, None) == "neoverse-n1"  # qemu has this one
     with pytest.raises(UsageError, match="names no core that qemu emulates") as e:

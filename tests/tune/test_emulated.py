@@ -62,6 +62,17 @@ def built():
     return {name: (r.artifact_path, args) for name, r in zip(mods, results, strict=True)}
 
 
+def test_the_core_is_the_targets_and_only_aarch64_cpu_targets_are_emulated():
+    from c2f_edge.core.errors import UsageError
+    from c2f_edge.tune.measure import emulated_machine, resolve_target
+
+    assert emulated_machine("rpi4", resolve_target("rpi4")[1], None)["cpu"] == "cortex-a72"  # a TVM tag
+    rpi5 = emulated_machine("rpi5", resolve_target("rpi5")[1], None)
+    assert rpi5["cpu"] == "cortex-a76" and rpi5["cycle_model"]["clock_ghz"] == 2.4
+    with pytest.raises(UsageError, match="--emulated tunes aarch64 CPU targets; 'host'"):
+        emulated_machine("host", resolve_target("host")[1], None)
+
+
 def test_a_slow_schedule_scores_above_a_fast_one(built, tmp_path):
     from tvm.s_tir.meta_schedule.runner import RunnerInput
 

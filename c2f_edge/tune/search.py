@@ -52,7 +52,9 @@ def make_scheduler(best: dict[int, float], improved: dict[int, int]):
     return FlushingScheduler()
 
 
-def make_progress(n_tasks: int, budget: int, on_round, best: dict[int, float], stale: dict[int, int]):
+def make_progress(n_tasks: int, budget: int, on_round, best: dict[int, float], stale: dict[int, int],
+                  unit: str = "ms"):
+    """`unit`: how the bar names the costs ("est. ms" when they are a model's estimates)."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
@@ -84,8 +86,8 @@ def make_progress(n_tasks: int, budget: int, on_round, best: dict[int, float], s
             self.bar.update(n)
             total_best = sum(self.best.values())
             self.bar.set_postfix_str(f"tasks {len(self.best)}/{n_tasks}, task {task_id} best "
-                                     f"{self.best.get(task_id, math.nan):.3f} ms, sum of bests "
-                                     f"{total_best:.1f} ms, failed {self.failed}")
+                                     f"{self.best.get(task_id, math.nan):.3f} {unit}, sum of bests "
+                                     f"{total_best:.1f} {unit}, failed {self.failed}")
             on_round(self.trials)
 
         def close(self):

@@ -245,7 +245,8 @@ def _search(job: _Job, left: int, done: int) -> None:
                     done, left = done + seeded, max(0, left - seeded)
                     job.save_meta(done, time.perf_counter() - t_tune)
                 progress = make_progress(len(tasks), left,
-                                         lambda n: job.save_meta(done + n, time.perf_counter() - t_tune), best, stale)
+                                         lambda n: job.save_meta(done + n, time.perf_counter() - t_tune), best, stale,
+                                         unit="est. ms" if job.emulated else "ms")
                 if left > 0:
                     ms.tune.tune_tasks(
                         tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=left,

@@ -107,39 +107,16 @@ def test_tune_emulated_resumes_after_an_interrupt_and_its_log_applies(tiny_onnx,
     """`c2f-edge tune --target rpi5 --emulated`, Ctrl-C mid-run, the same command again: no record lost, the
     log says its costs are estimates, and compile applies it."""
     import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
 
     from c2f_edge.compile import CompileConfig, compile_bundle
     from c2f_edge.tune import TuneConfig, tune
+    from tests.fixtures.tuning import interrupt_tune
 
     work = tmp_path / "log"
     records = work / "database_tuning_record.json"
-
-    def n_records():
-        return len(records.read_text().splitlines()) if records.is_file() else 0
-
-    launcher = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                "from c2f_edge.cli import main; sys.exit(main())")
-    cmd = [sys.executable, "-c", launcher, "tune", "--target", "rpi5", "--emulated", "--onnx", str(tiny_onnx),
-           "--work-dir", str(work), "--trials", "400", "--trials-per-round", "2", "--max-tasks", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "C2F_EDGE_QUIET": "1"})
-    try:
-        deadline = time.time() + 600
-        while n_records() < 3 and proc.poll() is None and time.time() < deadline:
-            time.sleep(1)
-        assert proc.poll() is None, f"tune ended early: {proc.communicate()[1][-2000:]}"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode != 0 and "interrupted" in err
+    err = interrupt_tune(["--target", "rpi5", "--emulated", "--onnx", str(tiny_onnx), "--trials", "400",
+                          "--trials-per-round", "2", "--max-tasks", "1"], work, min_records=3)
+    assert "interrupted" in err
     first = records.read_text().splitlines()
     log = tune(TuneConfig(target="rpi5", emulated=True, trials=len(first) + 2, onnx=str(tiny_onnx),
                           work_dir=str(work), trials_per_round=2, max_tasks=1))

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +11,7 @@ import pytest
 
 from c2f_edge.backend import tuning_db
 from c2f_edge.core.errors import UsageError
+from tests.fixtures.tuning import interrupt_tune
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -242,27 +238,8 @@ def test_tuning_leaves_the_callers_log_handlers_alone(tiny_onnx, tmp_path, capfd
 def test_interrupted_tuning_resumes_without_losing_records(tiny_onnx, tmp_path):
     """Ctrl-C a real `c2f-edge tune` mid-run, then run it again: records only grow, the budget is the total."""
     work = tmp_path / "log"
-    # A shell's background jobs ignore SIGINT and children inherit that, so the child installs Python's
-    # Ctrl-C handler itself, whatever started this test.
-    launcher = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                "from c2f_edge.cli import main; sys.exit(main())")
-    cmd = [sys.executable, "-c", launcher, "tune", "--target", "host", "--onnx", str(tiny_onnx),
-           "--work-dir", str(work), "--trials", "400", "--trials-per-round", "4"]
-    env = {**os.environ, "C2F_EDGE_QUIET": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    try:
-        deadline = time.time() + 600
-        while len(_records(work)) < 4 and proc.poll() is None and time.time() < deadline:
-            time.sleep(1)
-        assert proc.poll() is None, f"tune ended early: {proc.communicate()[1][-2000:]}"
-        assert len(_records(work)) >= 4, "no records within 10 minutes"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode != 0, "an interrupted tune must not exit 0"
+    err = interrupt_tune(["--target", "host", "--onnx", str(tiny_onnx), "--trials", "400", "--trials-per-round",
+                          "4"], work, min_records=4)
     assert "interrupted" in err
     first = _records(work)
     n1 = len(first)

@@ -239,26 +239,33 @@ class Count:
     estimate: dict | None  # cycle_model.estimate()'s, where the core has a model
 
 
+def run_guest(script: Path, args: list[str], out: Path, cpu: str, timeout: float,
+              split: bool = False) -> subprocess.CompletedProcess:
+    """`script` with `args` in the emulated board's Python on `cpu`, one thread, under the counting plugin
+    writing to `out`. subprocess.TimeoutExpired after `timeout` s: each caller says what took too long."""
+    from c2f_edge.board import emulator
+
+    emu = emulator.setup(quiet=True)
+    root = prefix(emu.rootfs, cpu)
+    env = emu.env({"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "QEMU_LD_PREFIX": str(root)})
+    return subprocess.run(command([str(emu.python), str(script), *args], out, cpu=cpu, rootfs=root, split=split),
+                          env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def count_run(runtime: str, model: Path, x: np.ndarray, cpu: str, work: Path, library: Path,
               timeout: float = 3600) -> Count:
     """One inference by `runtime` ("tvm": a bundle's model.so, "onnxruntime": an ONNX file) on the emulated
     `cpu`, one thread, after a warm-up: its output, instruction classes and instructions per function of
     `library` (and per other mapped file)."""
-    from c2f_edge.board import emulator
-
-    emu = emulator.setup(quiet=True)
     work.mkdir(parents=True, exist_ok=True)
     np.save(work / "input.npy", np.ascontiguousarray(x, np.float32))
     files = [work / name for name in ("output.npy", "maps.txt", "profile.bin")]
     for f in files:
         f.unlink(missing_ok=True)
-    guest = [str(emu.python), str(GUEST), runtime, str(Path(model).resolve()), str(work / "input.npy"),
-             str(files[0]), str(files[1]), hex(START), hex(STOP)]
-    root = prefix(emu.rootfs, cpu)
-    env = emu.env({"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "QEMU_LD_PREFIX": str(root)})
+    args = [runtime, str(Path(model).resolve()), str(work / "input.npy"), str(files[0]), str(files[1]), hex(START),
+            hex(STOP)]
     try:
-        proc = subprocess.run(command(guest, files[2], cpu=cpu, rootfs=root), env=env,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        proc = run_guest(GUEST, args, files[2], cpu, timeout)
     except subprocess.TimeoutExpired:
         raise ToolchainError(f"{runtime} ran longer than {timeout:g} s on the emulated {cpu}",
                              hint="raise --timeout: emulation is slow (Conv2Former-N takes about a minute)") from None

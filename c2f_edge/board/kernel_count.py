@@ -54,21 +54,14 @@ def without_python(profile: Profile, maps: str) -> Profile:
 def count_kernels(jobs: list[dict], cpu: str, work: Path, timeout: float = 600) -> list[KernelCount]:
     """One KernelCount per job ({"path": .so built for aarch64, "args": [["TENSOR", dtype, shape], ...]}),
     in order. A kernel that fails gets its error; qemu or the guest failing as a whole raises ToolchainError."""
-    from c2f_edge.board import emulator
-
-    emu = emulator.setup(quiet=True)
     work.mkdir(parents=True, exist_ok=True)
     jobs_file, results_file, out = work / "jobs.json", work / "results.jsonl", work / "profile.bin"
     for f in [results_file, out, *work.glob("profile.bin.*")]:
         f.unlink(missing_ok=True)
     jobs_file.write_text(json.dumps([{"path": str(Path(j["path"]).resolve()), "args": j["args"]} for j in jobs]))
-    root = insn_count.prefix(emu.rootfs, cpu)
-    env = emu.env({"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "QEMU_LD_PREFIX": str(root)})
-    guest = [str(emu.python), str(GUEST), str(jobs_file), str(results_file), hex(insn_count.START),
-             hex(insn_count.STOP)]
+    args = [str(jobs_file), str(results_file), hex(insn_count.START), hex(insn_count.STOP)]
     try:
-        proc = subprocess.run(insn_count.command(guest, out, cpu=cpu, rootfs=root, split=True), env=env,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        proc = insn_count.run_guest(GUEST, args, out, cpu, timeout, split=True)
     except subprocess.TimeoutExpired:
         raise ToolchainError(f"counting {len(jobs)} kernels on the emulated {cpu} took over {timeout:g} s",
                              hint="use smaller batches (fewer trials per round)") from None

@@ -10,15 +10,9 @@ A job that fails closes no region, so the regions of the others keep their order
 """
 
 import json
-import os
 import sys
 
-
-def marker(magic: int) -> None:
-    try:
-        os.getpgid(magic)  # no such process: the plugin sees the syscall, the guest an ESRCH
-    except ProcessLookupError:
-        pass
+from insn_guest import marker  # its neighbour: a script's own directory is on sys.path
 
 
 def arguments(specs, rng):

@@ -103,7 +103,7 @@ def test_when_the_last_board_is_gone_tuning_stops_and_resumes(tiny_onnx, tmp_pat
     finally:
         board.stop()
     err = capsys.readouterr().err
-    assert "interrupted: the" in err and "run the same command again to resume" in err
+    assert "interrupted: every record measured so far is saved" in err and "run the same command again to resume" in err
     kept = _records(work)
     assert 1 <= len(kept) < 8 and _failed(kept) == 0  # what was measured stays, nothing bogus was added
     with rpc.host_server(tracker=rpc_tracker, key=key):  # the board is back: the same call resumes

@@ -15,6 +15,11 @@ they are. --same-process times every backend in this one process instead, in a f
 The TVM bundles are compiled once into --bundle-dir (default build/bench/) and reused; --rebuild forces it.
 A host tuning log fits one CPU model and core count: tvm_tuned uses tuning_logs/host/<cpu>-<cores>cores/
 and is skipped, with a note, on a machine no shipped log was tuned on.
+
+Before and after a kernel change, in one run: build a host bundle before the change (`c2f-edge compile
+--target host --tuning-log none --out build/before`), make the change, then time both side by side:
+
+    python scripts/bench_host.py --baseline build/before --skip torch_eager torch_channels_last tvm_tuned
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ GFLOP_PER_IMAGE = 4.81
 NAMES = ("torch_eager", "torch_channels_last", "onnxruntime", "tvm_untuned", "tvm_tuned", "tvm_untuned_nchw")
 # TVM rows: (tuning log, blocked layout). tvm_untuned_nchw is the layout ablation, timed only with --with-nchw.
 TVM_BUILDS = {"tvm_untuned": ("none", True), "tvm_tuned": (None, True), "tvm_untuned_nchw": ("none", False)}
+BASELINE = "baseline"  # --baseline's row
 THREAD_VARS = ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 SCRIPT = os.path.abspath(__file__)
 
@@ -59,16 +65,21 @@ def parse_args(argv=None):
     p.add_argument("--skip", nargs="*", default=[], choices=NAMES, help="backends to leave out")
     p.add_argument("--with-nchw", action="store_true",
                    help="also time TVM untuned with activations left NCHW (what the blocked layout buys)")
+    p.add_argument("--baseline", metavar="BUNDLE",
+                   help="a host bundle built earlier (e.g. before a schedule change), timed as row `baseline` "
+                        "in the same rounds as the others")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     # How the parent starts a child: it times one backend (or the sgemm peak) for one round, with --runs and
     # --max-seconds already cut down to that round's share, and leaves its results in --workdir.
-    p.add_argument("--worker", choices=(*NAMES, "sgemm"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=(*NAMES, BASELINE, "sgemm"), help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.runs < 1 or args.rounds < 1:
         p.error("--runs and --rounds must be at least 1")
+    if args.baseline and (why := baseline_problem(Path(args.baseline))):
+        p.error(f"--baseline {args.baseline}: {why}")
     return args
 
 
@@ -270,6 +281,22 @@ def stale_log_note(log: str, onnx: Path) -> str | None:
     return f"skipped: the tuning log {log} is stale ({why}); re-tune on {tuning_db.tuned_on(found)}" if why else None
 
 
+def baseline_problem(bundle: Path) -> str | None:
+    """Why a directory cannot be the baseline row (checked before minutes of compiling), or None."""
+    manifest = bundle / "manifest.json"
+    if not (bundle / "model.so").is_file() or not manifest.is_file():
+        return "no bundle there (model.so and manifest.json from `c2f-edge compile --target host`)"
+    from c2f_edge.backend import targets
+
+    target = json.loads(manifest.read_text()).get("target", {})
+    if target.get("name") != "host":
+        return f"a bundle for {target.get('name')!r}, not this machine's host target: rebuild it with --target host"
+    here = targets.get("host").to_json()
+    if target.get("json") != here:
+        return f"built for {target.get('json')}, this machine is {here}: rebuild it here with --target host"
+    return None
+
+
 def not_tuned(tuning: dict) -> str | None:
     """Why a bundle's manifest does not describe a tuned build (no row is printed for it), or None."""
     kernels = tuning.get("kernels") or {}
@@ -307,6 +334,10 @@ def prepare_models(onnx: Path, args, notes: dict[str, str]) -> tuple[dict[str, s
             continue
         models[name] = str(bundle)
         built[name] = (tuning["note"], f"; compiled in {compile_s:.0f}s" if compile_s else "")
+    if args.baseline:
+        models[BASELINE] = args.baseline
+        manifest = json.loads(Path(args.baseline, "manifest.json").read_text())
+        built[BASELINE] = (f"{args.baseline}, {manifest['tuning']['note']}, built {manifest.get('created', '?')}", "")
     return models, built
 
 
@@ -369,7 +400,7 @@ def print_spread(results: dict[str, dict], rounds: int) -> None:
 
 
 def print_notes(notes: dict[str, str], tuning_log: str) -> None:
-    for name in NAMES:
+    for name in (*NAMES, BASELINE):
         if name in notes:
             print(f"  {name}: {notes[name]}")
     if Path(tuning_log, "meta.json").is_file():

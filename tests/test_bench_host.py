@@ -121,3 +121,22 @@ def test_a_stale_tuning_log_skips_the_tuned_row_with_its_note_before_compiling(t
         f"skipped: the tuning log {log} is stale (tuned with c2f-edge pipeline version {PIPELINE_VERSION + 1}, "
         f"this is {PIPELINE_VERSION}); re-tune on ")
     assert not (tmp_path / "bundles").exists()  # refused before minutes of compiling, not after
+
+
+def test_a_baseline_must_be_a_host_bundle_built_for_this_cpu(tmp_path):
+    from c2f_edge.backend import targets
+
+    bundle = tmp_path / "before"
+    assert "no bundle there" in bench.baseline_problem(bundle)
+    bundle.mkdir()
+    (bundle / "model.so").write_bytes(b"\x7fELF")
+    here = targets.get("host").to_json()
+    (bundle / "manifest.json").write_text(json.dumps({"target": {"name": "rpi5", "json": {}}}))
+    assert "not this machine's host target" in bench.baseline_problem(bundle)
+    (bundle / "manifest.json").write_text(json.dumps({"target": {"name": "host", "json": {**here, "mcpu": "x"}}}))
+    assert "rebuild it here" in bench.baseline_problem(bundle)
+    (bundle / "manifest.json").write_text(json.dumps({"target": {"name": "host", "json": here}}))
+    assert bench.baseline_problem(bundle) is None
+    with pytest.raises(SystemExit) as e:  # argparse's one-line usage error, before anything is built
+        bench.parse_args(["--baseline", str(tmp_path / "missing")])
+    assert e.value.code == 2

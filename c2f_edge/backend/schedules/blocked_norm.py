@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from c2f_edge.backend.schedules.base import Rule, root_blocks
+from c2f_edge.backend.schedules.base import SCRATCH, Rule, root_blocks
 
 
 class BlockedNorm(Rule):
@@ -23,7 +23,7 @@ class BlockedNorm(Rule):
         for block in (var, sqdev, total, part):
             sch.compute_at(block, j, preserve_unit_loops=True)
         for block in (part, sqdev):
-            sch.set_scope(block, 0, "local")
+            sch.set_scope(block, 0, SCRATCH)
             *_, lane, red = sch.get_loops(block)
             sch.reorder(red, lane)
             sch.vectorize(lane)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from c2f_edge.backend.schedules.base import Rule, loop_extent, root_blocks, vector_factor
+from c2f_edge.backend.schedules.base import SCRATCH, Rule, loop_extent, root_blocks, vector_factor
 
 
 class ChannelNorm(Rule):
@@ -24,7 +24,7 @@ class ChannelNorm(Rule):
         for block in (sqdev, total):
             sch.compute_at(block, j0, preserve_unit_loops=True)
         for block in (total, sqdev):
-            sch.set_scope(block, 0, "local")
+            sch.set_scope(block, 0, SCRATCH)
             *_, lane, red = sch.get_loops(block)
             sch.reorder(red, lane)
             sch.vectorize(lane)  # before decompose_reduction: vectorize refuses a loop under an init-less update

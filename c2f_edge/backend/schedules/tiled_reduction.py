@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from c2f_edge.backend.schedules.base import (
     REDUCE,
+    SCRATCH,
     Rule,
     has_if_then_else,
     is_reduction,
@@ -43,7 +44,7 @@ class TiledReduction(Rule):
         tile = _tile_reduction(sch, main, spec)
         if tile is None:
             return False
-        writeback = sch.cache_write(main, 0, "local")
+        writeback = sch.cache_write(main, 0, SCRATCH)
         rank = len(sch.get(main).writes[0].region)
         if tile.vec_dim != rank - 1:  # accumulators contiguous along the vector axis, or no registers
             keep = [d for d in range(rank) if d != tile.vec_dim] + [tile.vec_dim]

@@ -45,10 +45,16 @@ KINDS = {
 }
 
 
+def _build(func, target):
+    import tvm
+
+    return tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=as_target(target))
+
+
 def _run(func, target, inputs):
     import tvm
 
-    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=as_target(target))
+    lib = _build(func, target)
     args = [tvm.runtime.tensor(a) for a in inputs]
     lib["main"](*args)
     return args[-1].numpy()
@@ -234,13 +240,9 @@ def test_blocked_conv_tile_takes_two_output_channel_blocks(host_kernels):
     assert 4 <= np.prod([e for e, _ in tile]) // 8 <= 12, tile
 
 
-
 def _heap_calls_per_task(func, target) -> list[str]:
     """The parallel tasks of the compiled kernel that call TVMBackendAllocWorkspace (once per task each)."""
-    import tvm
-
-    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=as_target(target))
-    ll = lib.inspect_source("ll")
+    ll = _build(func, target).inspect_source("ll")
     assert "parallel_lambda" in ll
     callers, current = [], None
     for line in ll.splitlines():

@@ -4,8 +4,9 @@
                                      keyed on these kernels, so the build runs the same phases)
     pipeline(target, database)       legalize and fuse, replay tuning records, default schedules, lower
 
-Phases, in order: CPU graph rewrites (passes/), inference decompositions, the blocked layout
-(passes/), legalization (stock, plus legalize/), fusion; then tuning records, the default schedules
+Phases, in order: CPU graph rewrites (passes/), inference decompositions, mixed precision (fp16
+builds: Relax's ToMixedPrecision, see precision.py), the blocked layout (passes/), legalization
+(stock, plus legalize/), fusion; then tuning records, the default schedules
 (schedules/ on CPUs, dlight on GPUs) and TVM's own lowering for the device.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from c2f_edge.backend.precision import FP32, Precision
 from c2f_edge.backend.targets import as_target, is_gpu
 
 # Bump when a change here (or in passes/, legalize/, schedules/ where it changes which kernels are
@@ -20,7 +22,7 @@ from c2f_edge.backend.targets import as_target, is_gpu
 PIPELINE_VERSION = 5
 
 
-def legalize_and_fuse(mod, target, blocked: bool = True):
+def legalize_and_fuse(mod, target, blocked: bool = True, precision: Precision = FP32):
     """Inference decompositions + legalize to TIR + fuse: the form MetaSchedule extracts tasks from.
 
     blocked=False keeps CPU activations NCHW (what channel counts that are no multiple of the lanes get).
@@ -29,18 +31,22 @@ def legalize_and_fuse(mod, target, blocked: bool = True):
 
     target = as_target(target)
     with target:
-        return tvm.transform.Sequential(legalize_and_fuse_passes(cpu=not is_gpu(target), blocked=blocked))(mod)
+        passes = legalize_and_fuse_passes(cpu=not is_gpu(target), blocked=blocked, precision=precision)
+        return tvm.transform.Sequential(passes)(mod)
 
 
-def legalize_and_fuse_passes(cpu: bool, blocked: bool = True) -> list:
+def legalize_and_fuse_passes(cpu: bool, blocked: bool = True, precision: Precision = FP32) -> list:
     """Built inside `with target:`; the CPU conv packing reads the vector width from Target.current()."""
     import tvm
     from tvm.relax import transform as T
 
-    from c2f_edge.backend.legalize.gelu import gelu_fast_erf
+    from c2f_edge.backend.legalize.gelu import gelu_legalizer
 
-    custom = {"relax.nn.gelu": gelu_fast_erf}
+    custom = {"relax.nn.gelu": gelu_legalizer(precision.gelu)}
     rewrites, layout = [], []
+    # After the decompositions, so that the inference BatchNorms (a per-channel scale and shift) run in
+    # fp16 too; FoldConstant then stores the weights as fp16.
+    mixed = [T.ToMixedPrecision(out_dtype=precision.dtype), T.FoldConstant()] if precision.mixed else []
     if cpu:
         from c2f_edge.backend.legalize.conv2d_packed import conv2d_legalizer
         from c2f_edge.backend.legalize.layer_norm import layer_norm_legalizer
@@ -48,13 +54,13 @@ def legalize_and_fuse_passes(cpu: bool, blocked: bool = True) -> list:
         from c2f_edge.backend.passes.fuse_channel_norm import fuse_channel_norm
         from c2f_edge.backend.schedules.cpu_spec import cpu_spec
 
-        lanes = cpu_spec(tvm.target.Target.current()).lanes
+        lanes = cpu_spec(tvm.target.Target.current(), precision.dtype).lanes
         rewrites.append(fuse_channel_norm())
         custom["relax.nn.conv2d"] = conv2d_legalizer(lanes)
-        custom["relax.nn.layer_norm"] = layer_norm_legalizer()
+        custom["relax.nn.layer_norm"] = layer_norm_legalizer(precision.norm_stats)
         if blocked:  # the batch norms are decomposed first, so only the blocked forms remain
-            layout.append(to_blocked(lanes))
-    return [*rewrites, T.DecomposeOpsForInference(), *layout, T.CanonicalizeBindings(),
+            layout.append(to_blocked(lanes, precision.norm_stats))
+    return [*rewrites, T.DecomposeOpsForInference(), *mixed, *layout, T.CanonicalizeBindings(),
             T.LegalizeOps(customize_legalize_map=custom), T.AnnotateTIROpPattern(),
             T.FoldConstant(), T.FuseOps(), T.FuseTIR()]
 
@@ -95,10 +101,12 @@ def _count_tuned(applied: TuningApplied):
     return _count
 
 
-def pipeline(target, database=None, applied: TuningApplied | None = None, blocked: bool = True):
+def pipeline(target, database=None, applied: TuningApplied | None = None, blocked: bool = True,
+             precision: Precision = FP32):
     """The Relax pipeline for one target. database: a MetaSchedule Database to replay (no
     measurement), or None for untuned kernels. applied: filled with how many kernels the log scheduled.
-    blocked=False keeps CPU activations NCHW (an ablation: what the blocked layout buys)."""
+    blocked=False keeps CPU activations NCHW (an ablation: what the blocked layout buys).
+    precision: FP32, or FP16 (precision.py) for cores with fp16 arithmetic."""
     import tvm
     from tvm.relax import backend
     from tvm.relax import transform as T
@@ -115,7 +123,7 @@ def pipeline(target, database=None, applied: TuningApplied | None = None, blocke
     def _pipeline(mod, _ctx):
         with target:  # some passes read Target.current() when they are constructed
             passes = [backend.DispatchSampling(), backend.DispatchSortScan(),
-                      *legalize_and_fuse_passes(cpu=not gpu, blocked=blocked)]
+                      *legalize_and_fuse_passes(cpu=not gpu, blocked=blocked, precision=precision)]
             if database is not None:
                 passes.append(T.MetaScheduleApplyDatabase(enable_warning=False))
             if applied is not None:

@@ -87,13 +87,17 @@ def read_log(path: str | os.PathLike) -> TuningLog:
     return TuningLog(path, meta)
 
 
-def mismatch(log: TuningLog, target_json: dict, graph_signature: str | None) -> str | None:
-    """Why `log` must not be used for this build, or None if it fits."""
+def mismatch(log: TuningLog, target_json: dict, graph_signature: str | None,
+             precision: str | None = "fp32") -> str | None:
+    """Why `log` must not be used for this build (at `precision`; None: the log's own), or None if it fits."""
     import tvm
 
     m = log.meta
     if not m:
         return f"no {META} (cannot tell what it was tuned for)"
+    tuned_at = m.get("precision", "fp32")  # logs from before --precision are fp32
+    if precision is not None and tuned_at != precision:
+        return f"tuned at {tuned_at}, building at {precision} (the graph and its kernels differ)"
     if m.get("tvm_version") != tvm.__version__:
         return f"tuned with TVM {m.get('tvm_version')}, this is TVM {tvm.__version__}"
     if canonical_target(m.get("target", {})) != canonical_target(target_json):
@@ -125,14 +129,16 @@ def tuned_on(log: TuningLog) -> str:
 
 def status(log: TuningLog, target_json: dict, graph_signature: str | None = None) -> str:
     """"fits", or "stale: <why>; re-tune on <where>", judged against the target where it was tuned."""
-    why = mismatch(log, own_target(log, target_json), graph_signature)
+    why = mismatch(log, own_target(log, target_json), graph_signature, precision=None)
     return f"stale: {why}; re-tune on {tuned_on(log)}" if why else "fits"
 
 
-def log_dir(target_name: str, machine: str | None = None, root: str | os.PathLike | None = None) -> Path:
+def log_dir(target_name: str, machine: str | None = None, root: str | os.PathLike | None = None,
+            precision: str = "fp32") -> Path:
     """Where `tune` writes and `compile` looks: root/<target>/, or root/<target>/<machine>/ for targets
-    measured on this machine (see TargetSpec.machine)."""
-    base = Path(root if root is not None else default_root()) / target_name
+    measured on this machine (see TargetSpec.machine); root/<target>-fp16/... for fp16 builds."""
+    name = target_name if precision == "fp32" else f"{target_name}-{precision}"
+    base = Path(root if root is not None else default_root()) / name
     return base / machine if machine else base
 
 
@@ -154,7 +160,7 @@ def all_logs(root: str | os.PathLike | None = None) -> list[TuningLog]:
 
 def find_log(target_name: str, target_json: dict, graph_signature: str | None,
              explicit: str | None = None, root: str | os.PathLike | None = None,
-             machine: str | None = None) -> tuple[TuningLog | None, str]:
+             machine: str | None = None, precision: str = "fp32") -> tuple[TuningLog | None, str]:
     """Pick the tuning log for a build. Returns (log or None, a one-line note for the user/manifest).
 
     explicit: None (look in `log_dir(target_name, machine, root)`), "none" (build untuned on purpose),
@@ -165,18 +171,18 @@ def find_log(target_name: str, target_json: dict, graph_signature: str | None,
         return None, "untuned (--tuning-log none)"
     if explicit is not None:
         log = read_log(explicit)
-        why = mismatch(log, target_json, graph_signature)
+        why = mismatch(log, target_json, graph_signature, precision)
         if why:
             raise ArtifactError(f"tuning log {explicit} does not fit this build: {why}",
                                 hint="re-tune with `c2f-edge tune`, or pass --tuning-log none")
         return log, f"tuned: {log.path} ({log.n_records} records)"
-    auto = log_dir(target_name, machine, root)
+    auto = log_dir(target_name, machine, root, precision)
     if not (auto / RECORD_FILE).is_file():
         others = machine_logs(auto.parent) if machine else []
         seen = f"; logs exist for {', '.join(others)}" if others else ""
         return None, f"untuned (no tuning log at {auto}{seen})"
     log = read_log(auto)
-    why = mismatch(log, target_json, graph_signature)
+    why = mismatch(log, target_json, graph_signature, precision)
     if why:
         return None, f"untuned: skipped {auto}: {why}"
     return log, f"tuned: {log.path} ({log.n_records} records)"

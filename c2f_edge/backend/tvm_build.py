@@ -72,20 +72,24 @@ def open_database(log_dir):
                             hint="re-run `c2f-edge tune`, or build untuned with --tuning-log none") from e
 
 
-def build(mod, params, target, database=None, applied=None, blocked: bool = True):
+def build(mod, params, target, database=None, applied=None, blocked: bool = True, precision=None):
     """Compile an imported module (weights bound into it) -> tvm.relax.Executable.
 
     target: Target / JSON dict (with "host" for GPUs). database: MetaSchedule Database or None.
     applied: a pipeline.TuningApplied to fill in (how many kernels the database scheduled).
     blocked=False: CPU activations stay NCHW (an ablation; see pipeline.legalize_and_fuse).
+    precision: a backend.precision.Precision (default FP32).
     """
     import tvm
+
+    from c2f_edge.backend.precision import FP32
 
     target = as_target(target)
     check_codegen(target)
     mod = bind_params(mod, params)
     try:
-        return tvm.compile(mod, target=target, relax_pipeline=pipeline(target, database, applied, blocked))
+        return tvm.compile(mod, target=target, relax_pipeline=pipeline(target, database, applied, blocked,
+                                                                          precision or FP32))
     except C2FError:
         raise
     except Exception as e:  # TVM raises many types (InternalError, ValueError, ...) from its passes

@@ -26,9 +26,16 @@ Android needs the NDK ($ANDROID_NDK_HOME). --cross-compiler uses another linker.
 tuning: a MetaSchedule log in tuning_logs/<target>/ (from `c2f-edge tune`) is applied when it matches
 this TVM, target and model graph; otherwise the build is untuned (the manifest says why).
 
+precision: --precision fp16 stores weights and activations in half precision and computes in it
+(8 lanes per NEON register), for cores with fp16 arithmetic: ARMv8.2 and later (rpi5, jetson-orin;
+another core via a target JSON with "+fullfp16"), or an x86 host with AVX512-FP16. The LayerNorm
+statistics stay fp32 (they overflow fp16), the input and the logits stay fp32, and the manifest lists
+what was kept in fp32. Parity judges it in the fp16 tolerance class. Half the bundle size.
+
 examples:
   c2f-edge compile --target host --weights synthetic
   c2f-edge compile --target rpi4 --onnx build/onnx/model.onnx
+  c2f-edge compile --target rpi5 --precision fp16 --verify emulated
   c2f-edge compile --target arm64 --cross-compiler aarch64-linux-gnu-g++
   c2f-edge compile --target '{"kind":"llvm","mtriple":"aarch64-linux-gnu","mcpu":"cortex-a55"}' --out build/a55
 """
@@ -49,6 +56,8 @@ def register(sub) -> None:
                    help="MetaSchedule log to apply (default: tuning_logs/<target>/ if it fits; 'none': untuned)")
     p.add_argument("--cross-compiler", metavar="CMD",
                    help="link with CMD instead of zig, e.g. aarch64-linux-gnu-g++ (words split like a shell)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp16: half-precision weights and arithmetic, for cores with fp16 (see below; default fp32)")
     p.add_argument("--out", metavar="DIR", help="bundle directory (default build/<target>/)")
     v = p.add_mutually_exclusive_group()
     v.add_argument("--verify", default="auto", metavar="MODE",
@@ -75,11 +84,12 @@ def run(args) -> int:
         print(f"warning: {SYNTHETIC_WARNING}", file=sys.stderr)
     cfg = CompileConfig(target=args.target, onnx=args.onnx, variant=args.variant, checkpoint=args.checkpoint,
                         weights=args.weights, seed=args.seed, tuning_log=args.tuning_log,
-                        cross_compiler=args.cross_compiler, out=args.out, verify=args.verify)
+                        cross_compiler=args.cross_compiler, out=args.out, verify=args.verify,
+                        precision=args.precision)
     out = compile_bundle(cfg)
     m = read_manifest(out)
     f = m["files"][LIBRARY]
-    print(f"wrote {out / LIBRARY} ({f['bytes'] / 1e6:.1f} MB, {f['elf']}) for {m['target']['name']} "
+    print(f"wrote {out / LIBRARY} ({f['bytes'] / 1e6:.1f} MB, {f['elf']}, {m['precision']['name']}) for {m['target']['name']} "
           f"in {m['timings_s']['total']:.0f} s")
     print(f"tuning: {m['tuning']['note']}")
     par = m["parity"]

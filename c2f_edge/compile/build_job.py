@@ -55,7 +55,7 @@ def build(job: dict) -> dict:
     """In the child: the build itself. Returns what the parent records in the manifest."""
     import contextlib
 
-    from c2f_edge.backend import crosslink, targets, tuning_db, tvm_build
+    from c2f_edge.backend import crosslink, precision, targets, tuning_db, tvm_build
     from c2f_edge.backend.pipeline import TuningApplied
     from c2f_edge.core.onnx_file import load_onnx
 
@@ -70,7 +70,7 @@ def build(job: dict) -> dict:
             log_dir, records = stack.enter_context(tuning_db.readable(log))
             database = tvm_build.open_database(log_dir)
         ex = tvm_build.build(mod, params, spec.to_json(), database=database, applied=applied,
-                             blocked=job.get("blocked", True))
+                             blocked=job.get("blocked", True), precision=precision.get(job.get("precision", "fp32")))
     device_modules = tvm_build.imported_kinds(ex.mod)
     tvm_build.export_library(ex, job["out"], linker)
     return {"device_modules": device_modules, "records_used": records,

@@ -45,6 +45,7 @@ class CompileConfig:
     out: str | None = None  # default build/<target>
     verify: str = "auto"  # "auto" (local when the bundle runs here), "none", a VERIFIERS name or "rpc://..."
     blocked_layout: bool = True  # False: CPU activations stay NCHW (for scripts/bench_host.py --with-nchw)
+    precision: str = "fp32"  # "fp16": half-precision weights and arithmetic (cores with fp16; see backend/precision.py)
 
 
 def _onnx_source(cfg: CompileConfig) -> tuple[str, Path | None]:
@@ -76,7 +77,7 @@ def bundle_manifest(cfg: CompileConfig, spec, target_json: dict, onnx_model, onn
                     shape: list[int], signature: str, log, tuning_note: str, linker, device_modules: list[str],
                     lib_path: Path) -> dict:
     """What made the bundle: versions, target, input/output spec, source ONNX, tuning, linker, hashes."""
-    from c2f_edge.backend import crosslink
+    from c2f_edge.backend import crosslink, precision
     from c2f_edge.backend.pipeline import PIPELINE_VERSION
 
     onnx_meta = _onnx_manifest(onnx_path)
@@ -100,6 +101,7 @@ def bundle_manifest(cfg: CompileConfig, spec, target_json: dict, onnx_model, onn
         weights={"location": LIBRARY, "why": WEIGHTS_NOTE},
         tuning={"status": "tuned" if log else "untuned", "note": tuning_note,
                 "log": log.describe() if log else None},
+        precision=precision.get(cfg.precision).describe(),
         linker=linker.describe(),
         files={LIBRARY: {"sha256": sha256_file(lib_path), "bytes": lib_path.stat().st_size,
                          "elf": crosslink.elf_arch(lib_path)}},
@@ -109,13 +111,14 @@ def bundle_manifest(cfg: CompileConfig, spec, target_json: dict, onnx_model, onn
 
 def compile_bundle(cfg: CompileConfig) -> Path:
     """Build the bundle for cfg.target into cfg.out (default build/<target>). Returns the bundle dir."""
-    from c2f_edge.backend import crosslink, targets, tuning_db
+    from c2f_edge.backend import crosslink, precision, targets, tuning_db
     from c2f_edge.compile.build_job import run_build_job
 
     t_start = time.perf_counter()
     # Everything that can fail fast does so before any slow step.
     spec = targets.get(cfg.target)
     spec.check()
+    precision.check(spec, precision.get(cfg.precision))
     target_json = spec.to_json()
     targets.check_codegen(target_json)
     linker = crosslink.linker_for(spec, cfg.cross_compiler)
@@ -141,15 +144,16 @@ def compile_bundle(cfg: CompileConfig) -> Path:
         # The graph signature is the model identity for tuning logs (weights do not change the kernels).
         signature = _onnx_manifest(onnx_path).get("graph_signature") or graph_signature(onnx_model)
         log, tuning_note = tuning_db.find_log(spec.name, target_json, signature, explicit=cfg.tuning_log,
-                                              machine=spec.machine())
+                                              machine=spec.machine(), precision=cfg.precision)
 
         shape = static_input_shape(onnx_model, INPUT_NAME)
         lib_path = tmp / LIBRARY
-        what = f"building for {spec.name} ({spec.kind}, {'tuned' if log else 'untuned'}, linked with {linker.name})"
+        what = (f"building for {spec.name} ({spec.kind}, {cfg.precision}, {'tuned' if log else 'untuned'}, "
+                f"linked with {linker.name})")
         with stages.step(f"{what}: import, compile, link"):
             job = {"target": cfg.target, "cross_compiler": cfg.cross_compiler, "onnx": str(onnx_path),
                    "shape": shape, "tuning_log": str(log.path) if log else None, "blocked": cfg.blocked_layout,
-                   "out": str(lib_path)}
+                   "precision": cfg.precision, "out": str(lib_path)}
             built = run_build_job(job, what, verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
         if log and built["records_used"] != log.n_records:  # lines skipped as unreadable
             tuning_note = f"tuned: {log.path} ({built['records_used']} of {log.n_records} records readable)"

@@ -27,7 +27,6 @@ from c2f_edge.core.errors import ArtifactError, OutputMismatchError, UsageError
 from c2f_edge.core.metrics import judge, logit_metrics, tolerances
 
 VERIFY_INPUTS = 2
-PRECISION = "fp32"
 
 
 @dataclass
@@ -83,17 +82,24 @@ def reference(ctx: VerifyContext, x):
     return run_ort(ort_session(str(onnx_path)), x), "onnxruntime (the ONNX file records no weights)"
 
 
+def bundle_precision(manifest: dict) -> str:
+    """The tolerance class a bundle is judged in: its compute precision (bundles before --precision: fp32)."""
+    return (manifest.get("precision") or {}).get("name", "fp32")
+
+
 def check_bundle(run, ctx: VerifyContext, how: str, device: str, n: int = VERIFY_INPUTS) -> dict:
     """Run `run` (a BundleRunner) on n photos and judge it against the reference."""
     from c2f_edge.core.images import photo_batch
 
-    shape = read_bundle_manifest(ctx.bundle_dir)["input"]["shape"]
+    manifest = read_bundle_manifest(ctx.bundle_dir)
+    shape = manifest["input"]["shape"]
+    precision = bundle_precision(manifest)
     x = photo_batch(n, size=shape[-1])
     t0 = time.perf_counter()
     out = run(x)
     seconds = (time.perf_counter() - t0) / len(x)
     ref, ref_name = reference(ctx, x)
-    tol = tolerances()[PRECISION]
+    tol = tolerances()[precision]
     metrics = {k: v for k, v in logit_metrics(ref, out).items() if k != "per_input_max_abs_diff"}
     failures = judge(metrics, tol)
     if failures:
@@ -101,7 +107,7 @@ def check_bundle(run, ctx: VerifyContext, how: str, device: str, n: int = VERIFY
             f"the compiled bundle ({how}) disagrees with {ref_name}: {'; '.join(failures)}",
             hint="try --tuning-log none to rule out a bad tuning log; `c2f-edge parity` localizes where it "
                  "diverges; --no-verify writes it anyway")
-    return {**metrics, "reference": ref_name, "how": how, "device": device, "precision": PRECISION,
+    return {**metrics, "reference": ref_name, "how": how, "device": device, "precision": precision,
             "tolerance": tol, "seconds_per_inference": round(seconds, 4),
             "timing_note": "one cold run per input, for orientation only; use `c2f-edge profile` for latency"}
 

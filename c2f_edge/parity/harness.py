@@ -49,7 +49,8 @@ def run_parity(specs: list[BackendSpec], inputs: InputSet, reference: BackendSpe
     ref_backend = make_backend(reference.name, reference.artifact, reference.options)
     with _step(stages, f"reference: {ref_backend.label} on {len(inputs)} inputs"):
         ref_out = _run_all(ref_backend, inputs.x)
-    names = localize.boundaries(ref_backend.model) if hasattr(ref_backend, "model") else []
+    # Localization needs the reference's torch modules; an ONNX Runtime reference has none.
+    names = localize.boundaries(ref_backend.model) if hasattr(getattr(ref_backend, "model", None), "stages") else []
     entries = []
     for spec in specs:
         x = inputs.x[:spec.max_inputs] if spec.max_inputs else inputs.x

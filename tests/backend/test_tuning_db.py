@@ -41,6 +41,22 @@ def test_mismatched_log_is_skipped_with_a_reason_and_explicit_one_is_an_error(tm
         tuning_db.find_log("arm64", TARGET, "g1", explicit=str(d))
 
 
+def test_logs_are_per_precision_and_never_cross(tmp_path):
+    """An fp16 build looks in <target>-fp16/ and refuses an fp32 log (its kernels differ); logs from
+    before --precision count as fp32."""
+    make_log(tmp_path / "arm64")
+    log, note = tuning_db.find_log("arm64", TARGET, "g1", root=tmp_path, precision="fp16")
+    assert log is None and f"no tuning log at {tmp_path / 'arm64-fp16'}" in note
+    with pytest.raises(ArtifactError, match="tuned at fp32, building at fp16"):
+        tuning_db.find_log("arm64", TARGET, "g1", explicit=str(tmp_path / "arm64"), precision="fp16")
+    make_log(tmp_path / "arm64-fp16", precision="fp16")
+    log, _ = tuning_db.find_log("arm64", TARGET, "g1", root=tmp_path, precision="fp16")
+    assert log is not None and log.path == tmp_path / "arm64-fp16"
+    with pytest.raises(ArtifactError, match="tuned at fp16, building at fp32"):
+        tuning_db.find_log("arm64", TARGET, "g1", explicit=str(tmp_path / "arm64-fp16"))
+    assert tuning_db.status(log, TARGET, "g1") == "fits"  # judged at its own precision
+
+
 def test_none_builds_untuned_and_missing_log_says_where_it_looked(tmp_path):
     make_log(tmp_path / "arm64")
     assert tuning_db.find_log("arm64", TARGET, "g1", explicit="none", root=tmp_path) == (

@@ -23,8 +23,9 @@ NORM_BLOCKS = ("nchwc_sum", "nchwc_mean", "nchwc_sqdev", "nchwc_var", "nchwc_nor
 _ELEMWISE = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
 
 
-def to_blocked(b: int):
-    """A Relax pass over `main` (static shapes, constant weights), before LegalizeOps."""
+def to_blocked(b: int, norm_stats: str = "float32"):
+    """A Relax pass over `main` (static shapes, constant weights), before LegalizeOps. norm_stats: the
+    dtype of the LayerNorm statistics (fp32 in an fp16 build, see backend/precision.py)."""
     import tvm
     from tvm import relax
 
@@ -32,7 +33,7 @@ def to_blocked(b: int):
     def _pass(mod, _ctx):
         for gv, func in list(mod.functions.items()):
             if isinstance(func, relax.Function) and gv.name_hint == "main":
-                new = _Rewriter(b).rewrite(func)
+                new = _Rewriter(b, norm_stats).rewrite(func)
                 if new is not None:
                     for ngv, nfunc in new.functions.items():
                         if ngv.name_hint == "main":
@@ -45,8 +46,9 @@ def to_blocked(b: int):
 
 
 class _Rewriter:
-    def __init__(self, b: int):
+    def __init__(self, b: int, norm_stats: str = "float32"):
         self.b = b
+        self.norm_stats = norm_stats
         self.nchw = {}  # old var -> new expr, NCHW
         self.blocked = {}  # old var -> new expr, [N, C/b, H, W, b]
         self.tuples = {}  # old tuple var -> the old Tuple
@@ -185,7 +187,7 @@ class _Rewriter:
         data, weight = call.args
         if a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or a.out_layout != "NCHW" \
                 or not isinstance(weight, tvm.ir.expr.Constant) or not self.is_act(var) \
-                or (a.out_dtype and str(a.out_dtype) not in ("", "float32")):
+                or (a.out_dtype and str(a.out_dtype) not in ("", str(weight.value.dtype))):
             return None
         w = weight.value.numpy()
         o, i, kh, kw = w.shape
@@ -221,7 +223,7 @@ class _Rewriter:
         gamma = relax.op.reshape(self.get(call.args[1]), [c // self.b, self.b])
         beta = relax.op.reshape(self.get(call.args[2]), [c // self.b, self.b])
         return self.bb.call_te(_norm_blocked, x, self.bb.emit(gamma), self.bb.emit(beta),
-                               float(call.attrs.epsilon), primfunc_name_hint="channel_norm")
+                               float(call.attrs.epsilon), self.norm_stats, primfunc_name_hint="channel_norm")
 
 
 def _spatial_axes(call) -> bool:
@@ -312,29 +314,35 @@ def _dw_blocked(data, wp, strides, padding):
         name="dwconv2d_nchwc")
 
 
-def _norm_blocked(x, gamma, beta, epsilon):
-    """LayerNorm over the channels of [N, C/b, H, W, b]: sums over the blocks as vectors, then the lanes."""
+def _norm_blocked(x, gamma, beta, epsilon, stats="float32"):
+    """LayerNorm over the channels of [N, C/b, H, W, b]: sums over the blocks as vectors, then the lanes.
+    The statistics and the normalization are computed in `stats`, the result stored in x's dtype."""
     from tvm import te, tirx
 
+    from c2f_edge.backend.legalize.layer_norm import as_stats
+
     n, cb, h, w, b = x.shape
-    inv_c = tirx.const(1.0 / (int(cb) * int(b)), x.dtype)
+    inv_c = tirx.const(1.0 / (int(cb) * int(b)), stats)
     sum_name, mean_name, sqdev_name, var_name, norm_name = NORM_BLOCKS
     r1 = te.reduce_axis((0, cb), name="r1")
-    part = te.compute((n, h, w, b), lambda z, i, j, k: te.sum(x[z, r1, i, j, k], axis=r1), name=sum_name)
+    part = te.compute((n, h, w, b), lambda z, i, j, k: te.sum(as_stats(x[z, r1, i, j, k], stats), axis=r1),
+                      name=sum_name)
     l1 = te.reduce_axis((0, b), name="l1")
     total = te.compute((n, h, w), lambda z, i, j: te.sum(part[z, i, j, l1], axis=l1), name=mean_name)
     r2 = te.reduce_axis((0, cb), name="r2")
 
     def sqdev(z, i, j, k):
-        d = x[z, r2, i, j, k] - total[z, i, j] * inv_c
+        d = as_stats(x[z, r2, i, j, k], stats) - total[z, i, j] * inv_c
         return te.sum(d * d, axis=r2)
 
     sq = te.compute((n, h, w, b), sqdev, name=sqdev_name)
     l2 = te.reduce_axis((0, b), name="l2")
     var = te.compute((n, h, w), lambda z, i, j: te.sum(sq[z, i, j, l2], axis=l2), name=var_name)
-    eps = tirx.const(epsilon, x.dtype)
-    return te.compute(
-        x.shape,
-        lambda z, c, i, j, k: (x[z, c, i, j, k] - total[z, i, j] * inv_c) / te.sqrt(var[z, i, j] * inv_c + eps)
-        * gamma[c, k] + beta[c, k],
-        name=norm_name)
+    eps = tirx.const(epsilon, stats)
+
+    def norm(z, c, i, j, k):
+        y = (as_stats(x[z, c, i, j, k], stats) - total[z, i, j] * inv_c) / te.sqrt(var[z, i, j] * inv_c + eps) \
+            * as_stats(gamma[c, k], stats) + as_stats(beta[c, k], stats)
+        return y if stats == str(x.dtype) else y.astype(x.dtype)
+
+    return te.compute(x.shape, norm, name=norm_name)

@@ -29,10 +29,19 @@ class Rule(ScheduleRule):
             return None
         sch = s_tir.Schedule(func)
         try:
-            return sch if self.schedule(sch, cpu_spec(target)) else None
+            return sch if self.schedule(sch, cpu_spec(target, kernel_dtype(sch))) else None
         except Exception as e:  # noqa: BLE001 - a kernel outside what the rule knows: the next rule's
             log.debug("%s skipped %s: %s", type(self).__name__, func.attrs.get("global_symbol", "?"), e)
             return None
+
+
+def kernel_dtype(sch) -> str:
+    """The dtype a kernel's vectors hold: its output's (an fp16 kernel fills NEON registers with 8 lanes)."""
+    for block in sch.get_output_blocks(sch.get_sblock("root")):
+        dtype = str(sch.get(block).writes[0].source.dtype)
+        if dtype.startswith("float"):
+            return dtype
+    return "float32"
 
 
 def root_blocks(sch):

@@ -13,7 +13,7 @@ MAX_ACCUMULATORS = 16
 class CpuSpec:
     """What the schedules need to know about a CPU target."""
 
-    lanes: int  # float32 lanes per vector register
+    lanes: int  # lanes of the kernel's dtype per vector register (NEON: 4 float32, 8 float16)
     registers: int  # vector registers
 
     @property
@@ -22,8 +22,12 @@ class CpuSpec:
         return self.registers - 4
 
 
-def cpu_spec(target) -> CpuSpec:
+def cpu_spec(target, dtype: str = "float32") -> CpuSpec:
+    """The vector registers of an llvm target, in lanes of `dtype`."""
+    from tvm import DataType
     from tvm.target import codegen
+
+    bits = DataType(dtype).bits
 
     def has(feature):
         try:
@@ -33,9 +37,9 @@ def cpu_spec(target) -> CpuSpec:
 
     triple = str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
     if has("avx512f"):
-        return CpuSpec(lanes=16, registers=32)
+        return CpuSpec(lanes=512 // bits, registers=32)
     if has("avx2") or has("avx"):
-        return CpuSpec(lanes=8, registers=16)
+        return CpuSpec(lanes=256 // bits, registers=16)
     if triple.startswith(("aarch64", "arm64")):
-        return CpuSpec(lanes=4, registers=32)
-    return CpuSpec(lanes=4, registers=16)  # armv7 NEON (16 q registers), SSE
+        return CpuSpec(lanes=128 // bits, registers=32)
+    return CpuSpec(lanes=128 // bits, registers=16)  # armv7 NEON (16 q registers), SSE

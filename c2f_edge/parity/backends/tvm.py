@@ -27,7 +27,10 @@ class _TvmBase(Backend):
 
         if not self.artifact.exists():
             raise ArtifactError(f"TVM bundle not found: {self.artifact}", hint="run `c2f-edge compile` first")
+        from c2f_edge.compile.verify import bundle_precision
+
         self.manifest = read_bundle_manifest(self.artifact)
+        self.precision = bundle_precision(self.manifest)
         self.target_name = self.manifest["target"]["name"]
         self.tuned = (self.manifest.get("tuning") or {}).get("status") == "tuned"
 

@@ -70,6 +70,9 @@ def test_cpu_spec_reads_lanes_and_registers_from_the_target():
     assert cpu_spec(as_target({"kind": "llvm", "mcpu": "skylake-avx512"})) == CpuSpec(lanes=16, registers=32)
     assert cpu_spec(as_target(ARM64)) == CpuSpec(lanes=4, registers=32)  # NEON, 32 v-registers
     assert cpu_spec(as_target(ARMV7)) == CpuSpec(lanes=4, registers=16)  # NEON, 16 q-registers
+    # the lanes follow the kernel's dtype: a NEON register holds 8 fp16 values
+    assert cpu_spec(as_target(ARM64), "float16") == CpuSpec(lanes=8, registers=32)
+    assert cpu_spec(as_target({"kind": "llvm", "mcpu": "skylake-avx512"}), "float16").lanes == 32
 
 
 def test_every_kernel_of_the_model_gets_a_parallel_schedule(host_kernels):

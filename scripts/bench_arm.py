@@ -16,8 +16,9 @@ how long it takes: a scalar load and a 128-bit FMA count one each. Columns:
     python scripts/bench_arm.py --board rpi5 [--json bench_arm.json] [--onnx PATH] [--top 10]
 
 Rows: the TVM bundle for the board's target, untuned (default schedules) and tuned where a tuning log for
-that target exists; ONNX Runtime 1.32.0's aarch64 wheel on the same ONNX file (ORT_ENABLE_ALL, sequential,
-1 thread); ncnn 1.0.20250503's aarch64 wheel on pnnx's conversion of the same torch model (TorchScript,
+that target exists, and where the core has fp16 arithmetic (rpi5) the `--precision fp16` bundle
+(tvm_fp16, tuned from tuning_logs/<target>-fp16/ where that fits); ONNX Runtime 1.32.0's aarch64 wheel
+on the same ONNX file (ORT_ENABLE_ALL, sequential, 1 thread); ncnn 1.0.20250503's aarch64 wheel on pnnx's conversion of the same torch model (TorchScript,
 fp16=0), all fp32 (ncnn_fp32) and with ncnn's default options (ncnn: fp16 storage and arithmetic where the
 core has them, as on the A76; the A72 has no fp16 arithmetic). The ncnn rows need pnnx
 (pip install -c constraints.txt 'c2f-edge[bench]') and an ONNX file with its export manifest.
@@ -65,22 +66,29 @@ def tvm_bundles(onnx: Path, target: str, out: Path, rebuild: bool) -> tuple[dict
     from c2f_edge.core.artifacts import read_manifest, sha256_file
     from c2f_edge.core.onnx_file import graph_signature, load_onnx
 
+    from c2f_edge.backend.precision import has_fp16
+
     spec = targets.get(target)
-    log, note = tuning_db.find_log(target, spec.to_json(), graph_signature(load_onnx(onnx)), machine=spec.machine())
-    builds, notes = {"tvm": "none"}, {}
+    signature = graph_signature(load_onnx(onnx))
+    log, note = tuning_db.find_log(target, spec.to_json(), signature, machine=spec.machine())
+    builds, notes = {"tvm": ("none", "fp32")}, {}
     if log is None:
         notes["tvm_tuned"] = f"skipped: {note}"
     else:
-        builds["tvm_tuned"] = str(log.path)
+        builds["tvm_tuned"] = (str(log.path), "fp32")
+    if has_fp16(spec.to_json()):
+        log16, _ = tuning_db.find_log(target, spec.to_json(), signature, machine=spec.machine(), precision="fp16")
+        builds["tvm_fp16"] = (str(log16.path) if log16 else "none", "fp16")
     bundles = {}
-    for name, tuning_log in builds.items():
+    for name, (tuning_log, precision) in builds.items():
         d = out / f"{target}-{name}"
         m = read_manifest(d) if (d / "manifest.json").is_file() else {}
-        if rebuild or m.get("onnx", {}).get("sha256") != sha256_file(onnx) or \
-                m.get("config", {}).get("tuning_log") != tuning_log:
+        cfg = m.get("config", {})
+        if rebuild or m.get("onnx", {}).get("sha256") != sha256_file(onnx) or cfg.get("tuning_log") != tuning_log \
+                or cfg.get("precision", "fp32") != precision:
             print(f"compiling {name} for {target} ...", file=sys.stderr)
             compile_bundle(CompileConfig(target=target, onnx=str(onnx), tuning_log=tuning_log, out=str(d),
-                                         verify="none"))
+                                         verify="none", precision=precision))
         bundles[name] = d
     return bundles, notes
 
@@ -140,6 +148,10 @@ def print_table(board: str, results: dict, notes: dict, top: dict, n_top: int) -
         print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths, strict=True))))
     for name, note in notes.items():
         print(f"{name}: {note}")
+    if "tvm_fp16" in results and ms("tvm_fp16") and ms("tvm"):
+        r16, r32 = results["tvm_fp16"], results["tvm"]
+        print(f"tvm_fp16 / tvm (fp32, untuned): instructions {r16['instructions'] / r32['instructions']:.2f}x, "
+              f"est. {ms('tvm_fp16') / ms('tvm'):.2f}x; its |diff| vs ORT is fp16's, judge it in the fp16 class")
     print(f"est. ms: ESTIMATES, not measurements: {ESTIMATE_NOTE}")
     for name, kernels in top.items():
         total = results[name]["instructions"]

@@ -34,6 +34,10 @@ def test_bench_arm_counts_the_tvm_and_onnxruntime_rows_of_a_tiny_model(tmp_path,
     assert 1.0 <= tvm["fma_lanes_per_mac"] <= 4.0
     assert tvm["max_abs_diff_vs_ort"] < 1e-4
     assert "tvm_tuned" not in doc["rows"] and doc["notes"]["tvm_tuned"].startswith("skipped: untuned")
+    # The A76 has fp16 arithmetic: the --precision fp16 bundle is a row, its FMAs 8 fp16 lanes wide.
+    fp16 = doc["rows"]["tvm_fp16"]
+    assert fp16["classes"]["fma_f16x8"] > 0 and fp16["classes"]["fma_f32x4"] == 0
+    assert 1e-5 < fp16["max_abs_diff_vs_ort"] < 2e-2
     ort = doc["rows"]["onnxruntime"]  # ONNX Runtime's aarch64 wheel, on the same core and input
     assert ort["instructions"] == sum(ort["classes"].values()) > 0 and ort["max_abs_diff_vs_ort"] < 1e-4
     assert ort["fma_lanes_per_mac"] >= 1.0

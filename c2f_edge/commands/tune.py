@@ -42,6 +42,7 @@ examples:
   c2f-edge tune --target rpi5 --trials 3000 --rpc-tracker 192.168.1.10:9190 --rpc-key rpi5 --boards 4
   c2f-edge tune --target arm64 --rpc 127.0.0.1:9090 --trials 200 --work-dir /tmp/arm64-try
   c2f-edge tune --target rpi5 --emulated --trials 500      # no Pi: estimated cycles on an emulated A76
+  c2f-edge tune --target rpi5 --emulated --precision fp16  # the fp16 build's kernels: tuning_logs/rpi5-fp16/
 """
 
 
@@ -67,6 +68,9 @@ def register(sub) -> None:
                         "c2f-edge's cycle model; aarch64 targets)")
     r.add_argument("--cpu", metavar="CORE", help="with --emulated: the core (default: the target's, e.g. cortex-a76 "
                                                  "for rpi5)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="tune the kernels of `compile --precision fp16` (a log per precision: the default work "
+                        "dir is then tuning_logs/<target>-fp16/; default fp32)")
     p.add_argument("--work-dir", metavar="DIR", help="tuning log directory (default tuning_logs/<target>/)")
     p.add_argument("--cross-compiler", metavar="CMD",
                    help="linker for the candidates of a cross target (default: the target's, as in compile)")
@@ -102,7 +106,7 @@ def run(args) -> int:
                      rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key, rpc=args.rpc, boards=args.boards,
                      emulated=args.emulated, cpu=args.cpu,
                      trials_per_round=args.trials_per_round, max_tasks=args.max_tasks,
-                     cross_compiler=args.cross_compiler, verbose=args.verbose,
+                     cross_compiler=args.cross_compiler, verbose=args.verbose, precision=args.precision,
                      model={"variant": args.variant, "checkpoint": args.checkpoint, "weights": args.weights,
                             "seed": args.seed})
     log = tune(cfg)

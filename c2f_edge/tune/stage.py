@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from c2f_edge.backend import tuning_db
+from c2f_edge.backend import precision, tuning_db
 from c2f_edge.backend.targets import is_gpu
 from c2f_edge.backend.tuning_db import RECORD_FILE, WORKLOAD_FILE, TuningLog, mismatch, read_log, write_meta
 from c2f_edge.core.errors import ArtifactError, RemoteError, UsageError, first_line
@@ -58,6 +58,7 @@ class TuneConfig:
     session_timeout_s: int = 120
     seed: int | None = 0
     cross_compiler: str | None = None  # override the target's linker for candidates (as in compile)
+    precision: str = "fp32"            # "fp16": tune the kernels of the fp16 build (compile --precision fp16)
     verbose: bool = False              # MetaSchedule's own log on the console (always in WORK_DIR/logs)
     # Where the model comes from when no --onnx is given (exported into the work dir's cache).
     model: dict = field(default_factory=dict)
@@ -100,14 +101,14 @@ class _Job:
                    input_shape=self.ident["input_shape"], trials=trials_total, date=_now(), machine=machine,
                    tuning_time_s=round(self.prev_time_s + elapsed, 1),
                    tasks={"extracted": len(self.tasks), "tuned": len(self.order)},
-                   trials_per_round=cfg.trials_per_round,
+                   trials_per_round=cfg.trials_per_round, precision=cfg.precision,
                    threads=1 if self.emulated else None if self.remote else
                    int(os.environ.get("TVM_NUM_THREADS") or 0) or None,
                    linker=self.fcompile.describe() if hasattr(self.fcompile, "describe") else None)
 
 
-def default_work_dir(target_name: str, machine: str | None = None) -> Path:
-    return tuning_db.log_dir(target_name, machine)
+def default_work_dir(target_name: str, machine: str | None = None, precision: str = "fp32") -> Path:
+    return tuning_db.log_dir(target_name, machine, precision=precision)
 
 
 def tune(cfg: TuneConfig) -> TuningLog:
@@ -130,7 +131,7 @@ def tune(cfg: TuneConfig) -> TuningLog:
                 job.save_meta(done, 0.0)
     with stages.step("checking the log"):
         log = read_log(job.work_dir)
-        why = mismatch(log, job.target_json, job.ident["graph_signature"])
+        why = mismatch(log, job.target_json, job.ident["graph_signature"], job.cfg.precision)
         if why:  # cannot happen unless the work dir was edited meanwhile
             raise UsageError(f"the log in {job.work_dir} does not fit: {why}", hint="use a fresh --work-dir")
     print(f"tuning log: {job.work_dir} ({log.n_records} records, {log.meta.get('trials')} trials, "
@@ -169,6 +170,7 @@ def _check_options(cfg: TuneConfig) -> None:
 def _resolve(cfg: TuneConfig) -> _Job:
     remote = bool(cfg.rpc or cfg.rpc_tracker)
     spec, target_json, fcompile = resolve_target(cfg.target, cfg.cross_compiler)
+    precision.check(spec, precision.get(cfg.precision))
     if cfg.emulated:
         machine = emulated_machine(cfg.target, target_json, cfg.cpu)
     elif not remote and not spec.runs_here:
@@ -176,8 +178,8 @@ def _resolve(cfg: TuneConfig) -> _Job:
                          hint="tune it on the board: --rpc-tracker HOST:PORT --rpc-key KEY (or --rpc HOST:PORT)")
     onnx_path = _onnx_path(cfg)
     ident = model_identity(onnx_path)
-    work_dir = Path(cfg.work_dir) if cfg.work_dir else default_work_dir(cfg.target, spec.machine())
-    _check_work_dir(work_dir, target_json, ident["graph_signature"])
+    work_dir = Path(cfg.work_dir) if cfg.work_dir else default_work_dir(cfg.target, spec.machine(), cfg.precision)
+    _check_work_dir(work_dir, target_json, ident["graph_signature"], cfg.precision)
     if not cfg.emulated:
         machine = remote_machine(cfg) if remote else host_machine()
     boards = machine.get("boards", 1)
@@ -193,7 +195,7 @@ def _resolve(cfg: TuneConfig) -> _Job:
 def _plan(job: _Job) -> tuple[int, int]:
     """Extract the tasks, count what the work dir already holds; returns (trials left, trials done)."""
     cfg, work_dir = job.cfg, job.work_dir
-    job.tasks = extract_tasks(job.onnx_path, job.target_json)
+    job.tasks = extract_tasks(job.onnx_path, job.target_json, precision.get(cfg.precision))
     if work_dir.is_dir() and repair_tail(work_dir):
         print(f"  dropped a half-written line in {work_dir} (a run killed mid-write)", file=sys.stderr)
     counts = task_record_counts(job.tasks, work_dir)
@@ -330,7 +332,7 @@ def _sigterm_as_interrupt():
             signal.signal(sig, h)
 
 
-def _check_work_dir(work_dir: Path, target_json: dict, graph_sig: str) -> None:
+def _check_work_dir(work_dir: Path, target_json: dict, graph_sig: str, precision_name: str = "fp32") -> None:
     """Refuse to mix records for another TVM version, target or model into an existing log."""
     if not work_dir.exists():
         return
@@ -342,7 +344,7 @@ def _check_work_dir(work_dir: Path, target_json: dict, graph_sig: str) -> None:
     log = read_log(work_dir)
     if not log.meta:
         return  # interrupted before the first meta.json write: the records are ours to resume
-    why = mismatch(log, target_json, graph_sig)
+    why = mismatch(log, target_json, graph_sig, precision_name)
     if why:
         raise UsageError(f"{work_dir} holds a tuning log for something else: {why}",
                          hint="pass another --work-dir, or delete that directory to start over")

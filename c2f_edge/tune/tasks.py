@@ -24,16 +24,18 @@ def model_identity(onnx_path: Path) -> dict:
     return {"graph_signature": graph_signature(model), "variant": None, "input_shape": shape}
 
 
-def extract_tasks(onnx_path, target_json: dict):
-    """ONNX -> MetaSchedule tasks, from exactly the module compile builds (weights bound, legalized, fused)."""
+def extract_tasks(onnx_path, target_json: dict, precision=None):
+    """ONNX -> MetaSchedule tasks, from exactly the module compile builds (weights bound, legalized, fused).
+    precision: a backend.precision.Precision (default fp32)."""
     from tvm.s_tir import meta_schedule as ms
 
     from c2f_edge.backend import tvm_build
     from c2f_edge.backend.pipeline import legalize_and_fuse
+    from c2f_edge.backend.precision import FP32
 
     target = as_target(target_json)
     mod, params = tvm_build.import_onnx(onnx_path)
-    fused = legalize_and_fuse(tvm_build.bind_params(mod, params), target)
+    fused = legalize_and_fuse(tvm_build.bind_params(mod, params), target, precision=precision or FP32)
     return ms.relax_integration.extract_tasks(fused, target)
 
 

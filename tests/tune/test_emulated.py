@@ -130,3 +130,27 @@ def test_tune_emulated_resumes_after_an_interrupt_and_its_log_applies(tiny_onnx,
                                  verify="none"))
     tuning = json.loads((bundle / "manifest.json").read_text())["tuning"]
     assert tuning["status"] == "tuned" and tuning["kernels"]["from_log"] >= 1
+
+
+def test_tune_fp16_tunes_the_fp16_kernels_into_their_own_log(tiny_conv2former_onnx, tmp_path):
+    """`tune --precision fp16`: the log records its precision, holds the fp16 kernels, and applies to the
+    fp16 build only; a core without fp16 is refused before anything is measured."""
+    import json
+
+    from c2f_edge.compile import CompileConfig, compile_bundle
+    from c2f_edge.core.errors import UsageError
+    from c2f_edge.tune import TuneConfig, tune
+
+    with pytest.raises(UsageError, match="rpi4 .* has no fp16 arithmetic"):
+        tune(TuneConfig(target="rpi4", emulated=True, precision="fp16", onnx=str(tiny_conv2former_onnx),
+                        work_dir=str(tmp_path / "refused")))
+    assert not (tmp_path / "refused").exists()
+    work = tmp_path / "log"
+    tune(TuneConfig(target="rpi5", emulated=True, precision="fp16", trials=4, trials_per_round=2, max_tasks=1,
+                    onnx=str(tiny_conv2former_onnx), work_dir=str(work)))
+    assert json.loads((work / "meta.json").read_text())["precision"] == "fp16"
+    bundle = tmp_path / "bundle"
+    compile_bundle(CompileConfig(target="rpi5", onnx=str(tiny_conv2former_onnx), tuning_log=str(work),
+                                 out=str(bundle), verify="none", precision="fp16"))
+    # its records are the fp16 kernels' (an fp32 kernel's workload would match none of them)
+    assert json.loads((bundle / "manifest.json").read_text())["tuning"]["kernels"]["from_log"] >= 1

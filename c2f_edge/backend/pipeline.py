@@ -46,7 +46,11 @@ def legalize_and_fuse_passes(cpu: bool, blocked: bool = True, precision: Precisi
     rewrites, layout = [], []
     # After the decompositions, so that the inference BatchNorms (a per-channel scale and shift) run in
     # fp16 too; FoldConstant then stores the weights as fp16.
-    mixed = [T.ToMixedPrecision(out_dtype=precision.dtype), T.FoldConstant()] if precision.mixed else []
+    mixed = []
+    if precision.mixed:
+        from c2f_edge.backend.passes.widen_classifier import widen_classifier
+
+        mixed = [T.ToMixedPrecision(out_dtype=precision.dtype), widen_classifier(), T.FoldConstant()]
     if cpu:
         from c2f_edge.backend.legalize.conv2d_packed import conv2d_legalizer
         from c2f_edge.backend.legalize.layer_norm import layer_norm_legalizer
@@ -59,7 +63,7 @@ def legalize_and_fuse_passes(cpu: bool, blocked: bool = True, precision: Precisi
         custom["relax.nn.conv2d"] = conv2d_legalizer(lanes)
         custom["relax.nn.layer_norm"] = layer_norm_legalizer(precision.norm_stats)
         if blocked:  # the batch norms are decomposed first, so only the blocked forms remain
-            layout.append(to_blocked(lanes, precision.norm_stats))
+            layout.append(to_blocked(lanes, precision.norm_stats, precision.conv_chunk))
     return [*rewrites, T.DecomposeOpsForInference(), *mixed, *layout, T.CanonicalizeBindings(),
             T.LegalizeOps(customize_legalize_map=custom), T.AnnotateTIROpPattern(),
             T.FoldConstant(), T.FuseOps(), T.FuseTIR()]

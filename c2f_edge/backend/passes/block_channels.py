@@ -23,9 +23,10 @@ NORM_BLOCKS = ("nchwc_sum", "nchwc_mean", "nchwc_sqdev", "nchwc_var", "nchwc_nor
 _ELEMWISE = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
 
 
-def to_blocked(b: int, norm_stats: str = "float32"):
+def to_blocked(b: int, norm_stats: str = "float32", conv_chunk: int = 0):
     """A Relax pass over `main` (static shapes, constant weights), before LegalizeOps. norm_stats: the
-    dtype of the LayerNorm statistics (fp32 in an fp16 build, see backend/precision.py)."""
+    dtype of the LayerNorm statistics; conv_chunk: in an fp16 graph, the products a dense conv sums into
+    a partial sum before adding it to the output's (0: one running sum). See backend/precision.py."""
     import tvm
     from tvm import relax
 
@@ -33,7 +34,7 @@ def to_blocked(b: int, norm_stats: str = "float32"):
     def _pass(mod, _ctx):
         for gv, func in list(mod.functions.items()):
             if isinstance(func, relax.Function) and gv.name_hint == "main":
-                new = _Rewriter(b, norm_stats).rewrite(func)
+                new = _Rewriter(b, norm_stats, conv_chunk).rewrite(func)
                 if new is not None:
                     for ngv, nfunc in new.functions.items():
                         if ngv.name_hint == "main":
@@ -46,9 +47,10 @@ def to_blocked(b: int, norm_stats: str = "float32"):
 
 
 class _Rewriter:
-    def __init__(self, b: int, norm_stats: str = "float32"):
+    def __init__(self, b: int, norm_stats: str = "float32", conv_chunk: int = 0):
         self.b = b
         self.norm_stats = norm_stats
+        self.conv_chunk = conv_chunk
         self.nchw = {}  # old var -> new expr, NCHW
         self.blocked = {}  # old var -> new expr, [N, C/b, H, W, b]
         self.tuples = {}  # old tuple var -> the old Tuple
@@ -206,6 +208,10 @@ class _Rewriter:
             return None
         if self.is_act(data):
             wp = relax.const(w.reshape(o // b, b, i // b, b, kh, kw).transpose(0, 2, 4, 5, 3, 1).copy())
+            chunk = self.conv_chunk if str(w.dtype) == "float16" else 0
+            if chunk and (b % chunk == 0 or (chunk % b == 0 and (i // b) % (chunk // b) == 0)):
+                return self.bb.call_te(_conv_chunked, self.get_blocked(data), wp, strides, padding, chunk,
+                                       primfunc_name_hint="conv2d")
             return self.bb.call_te(_conv_blocked, self.get_blocked(data), wp, strides, padding,
                                    primfunc_name_hint="conv2d")
         if static_shape(data) is None:
@@ -278,6 +284,38 @@ def _conv_blocked(data, wp, strides, padding):
         lambda z, f, y, x, k: te.sum(data[z, rc, y * sh + ry, x * sw + rx, ri] * wp[f, rc, ry, rx, ri, k],
                                      axis=[rc, ry, rx, ri]),
         name=CONV_BLOCK)
+
+
+def _conv_chunked(data, wp, strides, padding, chunk: int):
+    """_conv_blocked for fp16, summed in two levels: each `chunk` products (within a block of b lanes,
+    or over chunk/b whole blocks) into a partial sum, and the partial sums into the output. One running
+    fp16 sum over a whole 1x1 conv (up to 2,048 products) rounds at every product; this rounds the large
+    sum once per chunk, at the cost of one add per chunk (see backend/precision.py for the numbers)."""
+    from tvm import te
+
+    n = int(data.shape[0])
+    ob, ib, kh, kw, bi, bo = (int(d) for d in wp.shape)
+    data, oh, ow = _padded(data, kh, kw, strides, padding)
+    sh, sw = strides
+    per = max(1, chunk // bi)  # whole input blocks per chunk (1 when a chunk is part of one block)
+    rc = te.reduce_axis((0, ib // per), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    groups = [range(g, g + min(chunk, bi)) for g in range(0, bi, min(chunk, bi))]
+
+    def chained(terms):
+        acc = terms[0]
+        for t in terms[1:]:
+            acc = acc + t
+        return acc
+
+    def total(z, f, y, x, k):
+        partials = [chained([data[z, rc * per + j, y * sh + ry, x * sw + rx, ri]
+                             * wp[f, rc * per + j, ry, rx, ri, k] for j in range(per) for ri in lanes])
+                    for lanes in groups]
+        return te.sum(chained(partials), axis=[rc, ry, rx])
+
+    return te.compute((n, ob, oh, ow, bo), total, name=CONV_BLOCK)
 
 
 def _conv_nchw_in(data, wp, strides, padding):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # More accumulators than this in one register tile ran slower on AVX-512 (LLVM spills): the blocked
 # 1x1 convs with 28 took 0.99 ms against 0.37 ms with 16 (stage 2, 14x14).
@@ -15,6 +15,11 @@ class CpuSpec:
 
     lanes: int  # lanes of the kernel's dtype per vector register (NEON: 4 float32, 8 float16)
     registers: int  # vector registers
+    vector_bits: int = field(default=0, compare=False)  # bits per vector register (0: 32 x lanes)
+
+    @property
+    def register_bits(self) -> int:
+        return self.vector_bits or 32 * self.lanes
 
     @property
     def accumulators(self) -> int:
@@ -37,9 +42,9 @@ def cpu_spec(target, dtype: str = "float32") -> CpuSpec:
 
     triple = str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
     if has("avx512f"):
-        return CpuSpec(lanes=512 // bits, registers=32)
+        return CpuSpec(lanes=512 // bits, registers=32, vector_bits=512)
     if has("avx2") or has("avx"):
-        return CpuSpec(lanes=256 // bits, registers=16)
+        return CpuSpec(lanes=256 // bits, registers=16, vector_bits=256)
     if triple.startswith(("aarch64", "arm64")):
-        return CpuSpec(lanes=128 // bits, registers=32)
-    return CpuSpec(lanes=128 // bits, registers=16)  # armv7 NEON (16 q registers), SSE
+        return CpuSpec(lanes=128 // bits, registers=32, vector_bits=128)
+    return CpuSpec(lanes=128 // bits, registers=16, vector_bits=128)  # armv7 NEON (16 q registers), SSE

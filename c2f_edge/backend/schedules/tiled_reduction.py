@@ -115,7 +115,8 @@ def _tile_reduction(sch, block, spec):
         v = vector_factor(int(ivs[vec].dom.extent), spec.lanes)
     else:
         return None
-    regs = -(-v // spec.lanes)
+    # Registers per accumulator vector: an fp16 conv that sums in fp32 needs two for 8 lanes.
+    regs = -(-v * write.source.dtype.bits // spec.register_bits)
 
     # Where some operand is a broadcast (not indexed by the vector axis), an axis that moves only the
     # vector operands gives a second vector that meets the same broadcasts: the output-channel blocks of
@@ -125,13 +126,19 @@ def _tile_reduction(sch, block, spec):
     if len(vector_operands) < len(reads):
         second_vector = {i for i in live if i != vec and i in out_dim and set(indexed_by(i)) <= vector_operands}
 
+    # A body that reads several vectors of its vector operand (the fp16 conv's chunk of products, see
+    # passes/block_channels.py) keeps them in registers across the tile: fewer accumulators, and no
+    # second set of output channels (it would need its own held vectors).
+    held = max((math.prod(int(rg.extent) for rg in reads[k].region) for k in vector_operands), default=1)
+
     def register_tile(nv):
         """Factors of the axes whose tile reuses a loaded operand (one read ignores them), innermost first."""
-        budget = max(1, min(spec.accumulators, MAX_ACCUMULATORS) // (nv * regs))
+        spare = min(spec.accumulators - (held - 1) * nv, MAX_ACCUMULATORS)
+        budget = max(1, spare // (nv * regs))
         factors = {}
         innermost_first = [i for i in live if i != vec][::-1]
         for i in sorted(innermost_first, key=lambda i: i not in second_vector):
-            if i not in out_dim or len(indexed_by(i)) == len(reads) or budget < 2:
+            if i not in out_dim or len(indexed_by(i)) == len(reads) or budget < 2 or (held > 1 and i in second_vector):
                 continue
             f = _divisor(int(ivs[i].dom.extent), min(2 if i in second_vector else 8, budget))
             if f > 1:

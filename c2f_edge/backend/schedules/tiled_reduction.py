@@ -127,19 +127,24 @@ def _tile_reduction(sch, block, spec):
         second_vector = {i for i in live if i != vec and i in out_dim and set(indexed_by(i)) <= vector_operands}
 
     # A body that reads several vectors of its vector operand (the fp16 conv's chunk of products, see
-    # passes/block_channels.py) keeps them in registers across the tile: fewer accumulators, and no
-    # second set of output channels (it would need its own held vectors).
+    # passes/block_channels.py) keeps them in registers across the tile: fewer accumulators, and a
+    # second set of output channels only where both sets of held vectors fit in half the registers.
     held = max((math.prod(int(rg.extent) for rg in reads[k].region) for k in vector_operands), default=1)
 
     def register_tile(nv):
         """Factors of the axes whose tile reuses a loaded operand (one read ignores them), innermost first."""
-        spare = min(spec.accumulators - (held - 1) * nv, MAX_ACCUMULATORS)
-        budget = max(1, spare // (nv * regs))
+        weights = (held - 1) * nv
+        budget = max(1, min(spec.accumulators - weights, MAX_ACCUMULATORS) // (nv * regs))
         factors = {}
         innermost_first = [i for i in live if i != vec][::-1]
         for i in sorted(innermost_first, key=lambda i: i not in second_vector):
-            if i not in out_dim or len(indexed_by(i)) == len(reads) or budget < 2 or (held > 1 and i in second_vector):
+            if i not in out_dim or len(indexed_by(i)) == len(reads) or budget < 2:
                 continue
+            if held > 1 and i in second_vector:  # a second set of output channels holds its own vectors
+                if 2 * held * nv > spec.registers // 2:
+                    continue
+                weights += held * nv
+                budget = max(1, min(spec.accumulators - weights, MAX_ACCUMULATORS) // (nv * regs))
             f = _divisor(int(ivs[i].dom.extent), min(2 if i in second_vector else 8, budget))
             if f > 1:
                 factors[i] = f

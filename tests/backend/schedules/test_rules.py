@@ -264,3 +264,36 @@ def test_per_tile_scratch_is_no_heap_call(arm64_kernels, kind):
     sch = schedules.schedule_func(arm64_kernels[name], as_target(ARM64))
     assert sch is not None
     assert _heap_calls_per_task(sch.mod["main"], ARM64) == [], name
+
+
+@pytest.mark.parametrize("chunk, pair", [(8, True), (16, False)])
+def test_a_chunked_fp16_conv_tile_leaves_room_for_the_vectors_it_holds(chunk, pair):
+    """The fp16 conv's chunk of products holds `chunk` weight vectors across the tile: with 8 two sets of
+    output channels fit (16 of the 32 NEON registers), with 16 they would take them all, so one set."""
+    import dataclasses
+
+    import tvm
+    from tvm import relax, s_tir
+
+    from c2f_edge.backend import pipeline
+    from c2f_edge.backend.passes.block_channels import CONV_BLOCK
+    from c2f_edge.backend.precision import FP16
+
+    w = np.random.default_rng(0).standard_normal((64, 64, 1, 1)).astype("float32")
+    x = relax.Var("input", relax.TensorType((1, 64, 14, 14), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d(x, relax.const(w)))
+        bb.emit_func_output(out)
+    target = {**ARM64, "mattr": ["+neon", "+fullfp16"]}
+    fused = pipeline.legalize_and_fuse(bb.get(), target, precision=dataclasses.replace(FP16, conv_chunk=chunk))
+    conv = next(f for gv, f in fused.functions_items()
+                if isinstance(f, tvm.tirx.PrimFunc) and CONV_BLOCK in f.script())
+    sch = s_tir.Schedule(conv)
+    assert TiledReduction().schedule(sch, cpu_spec(as_target(target), "float16"))
+    tile = _tile_loops(sch, CONV_BLOCK + "_update")
+    assert tile[-1] == (8, "vector")
+    assert (tile[0] == (2, "unroll")) == pair, tile
+    accumulators = np.prod([e for e, _ in tile]) // 8
+    assert accumulators + chunk * (2 if pair else 1) <= 28, tile

@@ -29,8 +29,9 @@ this TVM, target and model graph; otherwise the build is untuned (the manifest s
 precision: --precision fp16 stores weights and activations in half precision and computes in it
 (8 lanes per NEON register), for cores with fp16 arithmetic: ARMv8.2 and later (rpi5, jetson-orin;
 another core via a target JSON with "+fullfp16"), or an x86 host with AVX512-FP16. The LayerNorm
-statistics stay fp32 (they overflow fp16), the input and the logits stay fp32, and the manifest lists
-what was kept in fp32. Parity judges it in the fp16 tolerance class. Half the bundle size.
+statistics (they overflow fp16), the GELU's arithmetic, the classifier's sums, the input and the logits
+stay fp32; the manifest lists what was kept and why. Parity judges it in the fp16 tolerance class. Half
+the bundle size.
 
 examples:
   c2f-edge compile --target host --weights synthetic

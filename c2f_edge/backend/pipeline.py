@@ -63,7 +63,8 @@ def legalize_and_fuse_passes(cpu: bool, blocked: bool = True, precision: Precisi
         custom["relax.nn.conv2d"] = conv2d_legalizer(lanes)
         custom["relax.nn.layer_norm"] = layer_norm_legalizer(precision.norm_stats)
         if blocked:  # the batch norms are decomposed first, so only the blocked forms remain
-            layout.append(to_blocked(lanes, precision.norm_stats, precision.conv_chunk))
+            # a partial sum never spans more than one register of lanes (NEON fp16: 8 products)
+            layout.append(to_blocked(lanes, precision.norm_stats, min(precision.conv_chunk, lanes)))
     return [*rewrites, T.DecomposeOpsForInference(), *mixed, *layout, T.CanonicalizeBindings(),
             T.LegalizeOps(customize_legalize_map=custom), T.AnnotateTIROpPattern(),
             T.FoldConstant(), T.FuseOps(), T.FuseTIR()]

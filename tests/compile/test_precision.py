@@ -35,7 +35,7 @@ def test_the_fp16_manifest_records_the_precision_and_what_stayed_fp32(rpi5_fp16)
     p = m["precision"]
     assert p["name"] == "fp16" and p["dtype"] == "float16" and p["norm_statistics"] == "float32"
     assert {"layer_norm statistics", "gelu arithmetic", "classifier sum", "input and logits"} <= set(p["kept_fp32"])
-    assert p["conv_accumulation"] == "float16 partial sums of 16 products, added to the running float16 sum"
+    assert p["conv_accumulation"].startswith("float16 partial sums of 16 products (at most one vector register")
     assert m["input"]["dtype"] == "float32" and m["output"]["dtype"] == "float32"
     assert m["config"]["precision"] == "fp16"
 

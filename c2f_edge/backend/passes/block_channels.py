@@ -209,7 +209,7 @@ class _Rewriter:
         if self.is_act(data):
             wp = relax.const(w.reshape(o // b, b, i // b, b, kh, kw).transpose(0, 2, 4, 5, 3, 1).copy())
             chunk = self.conv_chunk if str(w.dtype) == "float16" else 0
-            if chunk and (b % chunk == 0 or (chunk % b == 0 and (i // b) % (chunk // b) == 0)):
+            if chunk and b % chunk == 0:
                 return self.bb.call_te(_conv_chunked, self.get_blocked(data), wp, strides, padding, chunk,
                                        primfunc_name_hint="conv2d")
             return self.bb.call_te(_conv_blocked, self.get_blocked(data), wp, strides, padding,
@@ -287,21 +287,19 @@ def _conv_blocked(data, wp, strides, padding):
 
 
 def _conv_chunked(data, wp, strides, padding, chunk: int):
-    """_conv_blocked for fp16, summed in two levels: each `chunk` products (within a block of b lanes,
-    or over chunk/b whole blocks) into a partial sum, and the partial sums into the output. One running
-    fp16 sum over a whole 1x1 conv (up to 2,048 products) rounds at every product; this rounds the large
-    sum once per chunk, at the cost of one add per chunk (see backend/precision.py for the numbers)."""
+    """_conv_blocked for fp16, summed in two levels: each `chunk` products (a group of lanes of one input
+    block; the pipeline keeps a chunk within one block) into a partial sum, and the partial sums into the
+    output. One running fp16 sum over a whole 1x1 conv (up to 2,048 products) rounds at every product;
+    this rounds the large sum once per chunk, at the cost of one add per chunk (see backend/precision.py)."""
     from tvm import te
 
     n = int(data.shape[0])
     ob, ib, kh, kw, bi, bo = (int(d) for d in wp.shape)
     data, oh, ow = _padded(data, kh, kw, strides, padding)
     sh, sw = strides
-    per = max(1, chunk // bi)  # whole input blocks per chunk (1 when a chunk is part of one block)
-    rc = te.reduce_axis((0, ib // per), name="rc")
+    rc = te.reduce_axis((0, ib), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
-    groups = [range(g, g + min(chunk, bi)) for g in range(0, bi, min(chunk, bi))]
 
     def chained(terms):
         acc = terms[0]
@@ -310,9 +308,9 @@ def _conv_chunked(data, wp, strides, padding, chunk: int):
         return acc
 
     def total(z, f, y, x, k):
-        partials = [chained([data[z, rc * per + j, y * sh + ry, x * sw + rx, ri]
-                             * wp[f, rc * per + j, ry, rx, ri, k] for j in range(per) for ri in lanes])
-                    for lanes in groups]
+        partials = [chained([data[z, rc, y * sh + ry, x * sw + rx, ri] * wp[f, rc, ry, rx, ri, k]
+                             for ri in range(g, g + chunk)])
+                    for g in range(0, bi, chunk)]
         return te.sum(chained(partials), axis=[rc, ry, rx])
 
     return te.compute((n, ob, oh, ow, bo), total, name=CONV_BLOCK)

@@ -266,31 +266,68 @@ def test_per_tile_scratch_is_no_heap_call(arm64_kernels, kind):
     assert _heap_calls_per_task(sch.mod["main"], ARM64) == [], name
 
 
-def test_a_chunked_fp16_conv_tile_leaves_room_for_the_vectors_it_holds():
-    """On NEON an fp16 conv sums chunks of at most 8 products (one register of lanes), whose 8 weight
-    vectors stay in registers across the tile: two sets of output channels fit (16 of 32 registers)."""
+def _fp16_conv_1x1(target, c=64):
+    """The blocked, chunked fp16 kernel of a 1x1 conv, as the pipeline lowers it for `target`."""
     import tvm
-    from tvm import relax, s_tir
+    from tvm import relax
 
     from c2f_edge.backend import pipeline
     from c2f_edge.backend.passes.block_channels import CONV_BLOCK
     from c2f_edge.backend.precision import FP16
 
-    w = np.random.default_rng(0).standard_normal((64, 64, 1, 1)).astype("float32")
-    x = relax.Var("input", relax.TensorType((1, 64, 14, 14), "float32"))
+    w = np.random.default_rng(0).standard_normal((c, c, 1, 1)).astype("float32")
+    x = relax.Var("input", relax.TensorType((1, c, 14, 14), "float32"))
     bb = relax.BlockBuilder()
     with bb.function("main", [x]):
         with bb.dataflow():
             out = bb.emit_output(relax.op.nn.conv2d(x, relax.const(w)))
         bb.emit_func_output(out)
-    target = {**ARM64, "mattr": ["+neon", "+fullfp16"]}
     fused = pipeline.legalize_and_fuse(bb.get(), target, precision=FP16)  # conv_chunk 16, capped at 8 lanes
-    conv = next(f for gv, f in fused.functions_items()
+    return next(f for gv, f in fused.functions_items()
                 if isinstance(f, tvm.tirx.PrimFunc) and CONV_BLOCK in f.script())
+
+
+ARM64_FP16 = {**ARM64, "mattr": ["+neon", "+fullfp16"]}
+
+
+def test_a_chunked_fp16_conv_tile_leaves_room_for_the_vectors_it_holds():
+    """On NEON an fp16 conv sums chunks of at most 8 products (one register of lanes), whose 8 weight
+    vectors stay in registers across the tile: two sets of output channels fit (16 of 32 registers)."""
+    from tvm import s_tir
+
+    from c2f_edge.backend.passes.block_channels import CONV_BLOCK
+
+    conv = _fp16_conv_1x1(ARM64_FP16)
     assert conv.script().count("] * B[") == 8  # the chunk: 8 products, not 16
     sch = s_tir.Schedule(conv)
-    assert TiledReduction().schedule(sch, cpu_spec(as_target(target), "float16"))
+    assert TiledReduction().schedule(sch, cpu_spec(as_target(ARM64_FP16), "float16"))
     tile = _tile_loops(sch, CONV_BLOCK + "_update")
     assert tile[-1] == (8, "vector") and tile[0] == (2, "unroll"), tile
     accumulators = np.prod([e for e, _ in tile]) // 8
     assert accumulators + 2 * 8 <= 28, tile
+
+
+def test_a_chunked_fp16_conv_loads_a_pixels_chunk_as_one_vector():
+    """A chunk's 8 input channels of one pixel are contiguous: one q-register load per pixel, and each
+    product takes its activation from a lane of it (`fmla v.8h, v.8h, v.h[i]`), not a scalar `ldr h` per
+    value (which made the whole fp16 model bound by loads on the A76)."""
+    import re
+
+    import tvm
+    from tvm import s_tir
+
+    conv = _fp16_conv_1x1(ARM64_FP16)
+    sch = s_tir.Schedule(conv)
+    assert TiledReduction().schedule(sch, cpu_spec(as_target(ARM64_FP16), "float16"))
+    asm = _build(sch.mod["main"], ARM64_FP16).inspect_source("asm")
+    by_lane = re.findall(r"\tf(?:mla|mul)\tv\d+\.8h, v\d+\.8h, v\d+\.h\[(\d)\]", asm)
+    assert {int(i) for i in by_lane} == set(range(8)), sorted(set(by_lane))
+    scalar_loads = re.findall(r"\t(?:ldr|ldur|ld1r)\t(?:h\d+|\{ v\d+\.8h \})", asm)
+    assert not scalar_loads, scalar_loads[:4]
+    # the staged lanes are the right ones: the ARM schedule, built for this host, computes the conv
+    rng = np.random.default_rng(1)
+    shapes = [list(s) for s in _shapes(conv)]
+    args = [(rng.standard_normal(s) / 8).astype("float16") for s in shapes[:-1]] + [np.zeros(shapes[-1], "float16")]
+    want = _run(conv, {"kind": "llvm"}, [a.copy() for a in args])
+    got = _run(sch.mod["main"], {"kind": "llvm"}, [a.copy() for a in args])
+    np.testing.assert_allclose(got.astype("float32"), want.astype("float32"), rtol=1e-2, atol=1e-2)

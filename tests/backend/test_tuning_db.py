@@ -106,10 +106,11 @@ def check_shipped_log(path: Path, onnx: Path, signature: str) -> str:
     for another CPU may be stale: `compile` there must skip it with its note, and it is reported as a
     StaleLogWarning naming the CPU to re-tune on. A log that fits but misses kernels is an error either way.
     """
-    from c2f_edge.backend import targets, tvm_build
+    from c2f_edge.backend import precision, targets, tvm_build
     from c2f_edge.tune.tasks import extract_tasks
 
     log = tuning_db.read_log(path)
+    prec = precision.get(log.meta.get("precision", "fp32"))  # tuning_logs/<target>-fp16/: fp16 kernels
     spec = targets.get(log.meta["target_name"])
     target = tuning_db.own_target(log, spec.target)
     state = tuning_db.status(log, spec.target, signature)
@@ -120,12 +121,13 @@ def check_shipped_log(path: Path, onnx: Path, signature: str) -> str:
         per_machine = spec.machine() is not None  # tuning_logs/host/<machine>/, else tuning_logs/<target>/
         found, note = tuning_db.find_log(spec.name, target, signature,
                                          root=path.parent.parent if per_machine else path.parent,
-                                         machine=path.name if per_machine else None)
-        assert found is None and note == f"untuned: skipped {path}: {tuning_db.mismatch(log, target, signature)}"
+                                         machine=path.name if per_machine else None, precision=prec.name)
+        why = tuning_db.mismatch(log, target, signature, precision=prec.name)
+        assert found is None and note == f"untuned: skipped {path}: {why}"
         warnings.warn(StaleLogWarning(f"{path} is {state}"), stacklevel=2)
         return "stale"
     db = tvm_build.open_database(path)
-    tasks = extract_tasks(onnx, target)
+    tasks = extract_tasks(onnx, target, precision=prec)
     missing = [t.task_name for t in tasks if not db.has_workload(t.dispatched[0])]
     assert not missing, f"{path}: fits by its meta.json but has no records for {missing}"
     return "fits"

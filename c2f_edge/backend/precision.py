@@ -7,8 +7,9 @@ exceptions, decided by measurement and recorded in the bundle's manifest:
 - the GELU computes in fp32 inside its kernel (TOPI's erf polynomial loses too much in fp16);
 - the classifier sums in fp32 (its sums are the logits);
 - the bundle's input and logits stay fp32, so callers do not change.
-And one change of order: a dense conv sums 16 products into a partial sum before adding it to its
-running fp16 sum, so the large sum is rounded once per 16 products, not at every product.
+And one change of order: a dense conv sums 16 products (at most one register of lanes: 8 on NEON) into a
+partial sum before adding it to its running fp16 sum, so the large sum is rounded once per chunk, not at
+every product.
 """
 
 from __future__ import annotations

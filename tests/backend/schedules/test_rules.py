@@ -266,7 +266,7 @@ def test_per_tile_scratch_is_no_heap_call(arm64_kernels, kind):
     assert _heap_calls_per_task(sch.mod["main"], ARM64) == [], name
 
 
-def _fp16_conv_1x1(target, c=64):
+def _fp16_conv_1x1(target, c: int = 64):
     """The blocked, chunked fp16 kernel of a 1x1 conv, as the pipeline lowers it for `target`."""
     import tvm
     from tvm import relax
@@ -313,7 +313,6 @@ def test_a_chunked_fp16_conv_loads_a_pixels_chunk_as_one_vector():
     value (which made the whole fp16 model bound by loads on the A76)."""
     import re
 
-    import tvm
     from tvm import s_tir
 
     conv = _fp16_conv_1x1(ARM64_FP16)

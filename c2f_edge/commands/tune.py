@@ -114,5 +114,6 @@ def run(args) -> int:
     print(f"tuning log {log.path}: {log.n_records} records, {m.get('trials')} trials, "
           f"{m.get('tuning_time_s')} s of tuning")
     print(f"next: c2f-edge compile --target {args.target}"
+          + (f" --precision {args.precision}" if args.precision != "fp32" else "")
           + (f" --tuning-log {log.path}" if args.work_dir else "") + (f" --onnx {args.onnx}" if args.onnx else ""))
     return 0

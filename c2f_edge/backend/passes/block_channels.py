@@ -208,11 +208,9 @@ class _Rewriter:
             return None
         if self.is_act(data):
             wp = relax.const(w.reshape(o // b, b, i // b, b, kh, kw).transpose(0, 2, 4, 5, 3, 1).copy())
-            chunk = self.conv_chunk if str(w.dtype) == "float16" else 0
-            if chunk and b % chunk == 0:
-                return self.bb.call_te(_conv_chunked, self.get_blocked(data), wp, strides, padding, chunk,
-                                       primfunc_name_hint="conv2d")
-            return self.bb.call_te(_conv_blocked, self.get_blocked(data), wp, strides, padding,
+            fp16 = self.conv_chunk and str(w.dtype) == "float16"
+            chunk = self.conv_chunk if fp16 and b % self.conv_chunk == 0 else 0
+            return self.bb.call_te(_conv_blocked, self.get_blocked(data), wp, strides, padding, chunk,
                                    primfunc_name_hint="conv2d")
         if static_shape(data) is None:
             return None
@@ -267,8 +265,13 @@ def _padded(data, kh, kw, strides, padding):
     return data, oh, ow
 
 
-def _conv_blocked(data, wp, strides, padding):
-    """data [N, I/b, H, W, b], wp [O/b, I/b, kh, kw, b_in, b_out] -> [N, O/b, OH, OW, b]."""
+def _conv_blocked(data, wp, strides, padding, chunk: int = 0):
+    """data [N, I/b, H, W, b], wp [O/b, I/b, kh, kw, b_in, b_out] -> [N, O/b, OH, OW, b].
+
+    chunk (fp16): summed in two levels: each `chunk` products (a group of lanes of one input block; the
+    pipeline keeps a chunk within one block) into a partial sum, and the partial sums into the output.
+    One running fp16 sum over a whole 1x1 conv (up to 2,048 products) rounds at every product; this
+    rounds the large sum once per chunk, at the cost of one add per chunk (see backend/precision.py)."""
     from tvm import te
 
     n = int(data.shape[0])
@@ -278,28 +281,13 @@ def _conv_blocked(data, wp, strides, padding):
     rc = te.reduce_axis((0, ib), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
-    ri = te.reduce_axis((0, bi), name="ri")
-    return te.compute(
-        (n, ob, oh, ow, bo),
-        lambda z, f, y, x, k: te.sum(data[z, rc, y * sh + ry, x * sw + rx, ri] * wp[f, rc, ry, rx, ri, k],
-                                     axis=[rc, ry, rx, ri]),
-        name=CONV_BLOCK)
-
-
-def _conv_chunked(data, wp, strides, padding, chunk: int):
-    """_conv_blocked for fp16, summed in two levels: each `chunk` products (a group of lanes of one input
-    block; the pipeline keeps a chunk within one block) into a partial sum, and the partial sums into the
-    output. One running fp16 sum over a whole 1x1 conv (up to 2,048 products) rounds at every product;
-    this rounds the large sum once per chunk, at the cost of one add per chunk (see backend/precision.py)."""
-    from tvm import te
-
-    n = int(data.shape[0])
-    ob, ib, kh, kw, bi, bo = (int(d) for d in wp.shape)
-    data, oh, ow = _padded(data, kh, kw, strides, padding)
-    sh, sw = strides
-    rc = te.reduce_axis((0, ib), name="rc")
-    ry = te.reduce_axis((0, kh), name="ry")
-    rx = te.reduce_axis((0, kw), name="rx")
+    if not chunk:
+        ri = te.reduce_axis((0, bi), name="ri")
+        return te.compute(
+            (n, ob, oh, ow, bo),
+            lambda z, f, y, x, k: te.sum(data[z, rc, y * sh + ry, x * sw + rx, ri] * wp[f, rc, ry, rx, ri, k],
+                                         axis=[rc, ry, rx, ri]),
+            name=CONV_BLOCK)
 
     def chained(terms):
         acc = terms[0]

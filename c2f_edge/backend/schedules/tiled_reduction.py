@@ -137,8 +137,11 @@ def _tile_reduction(sch, block, spec):
 
     def register_tile(nv):
         """Factors of the axes whose tile reuses a loaded operand (one read ignores them), innermost first."""
+        def budget_for(weights):  # accumulator tiles left once the held vectors have their registers
+            return max(1, min(spec.accumulators - weights, MAX_ACCUMULATORS) // (nv * regs))
+
         weights = (held - 1) * nv
-        budget = max(1, min(spec.accumulators - weights, MAX_ACCUMULATORS) // (nv * regs))
+        budget = budget_for(weights)
         factors = {}
         innermost_first = [i for i in live if i != vec][::-1]
         for i in sorted(innermost_first, key=lambda i: i not in second_vector):
@@ -148,7 +151,7 @@ def _tile_reduction(sch, block, spec):
                 if 2 * held * nv > spec.registers // 2:
                     continue
                 weights += held * nv
-                budget = max(1, min(spec.accumulators - weights, MAX_ACCUMULATORS) // (nv * regs))
+                budget = budget_for(weights)
             f = _divisor(int(ivs[i].dom.extent), min(2 if i in second_vector else 8, budget))
             if f > 1:
                 factors[i] = f

@@ -58,7 +58,7 @@ lint:
 lock:
 	rm -rf .lock-venv && python3 -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -q torch==2.13.0
-	.lock-venv/bin/python -m pip install -q -e ".[dev]"
+	.lock-venv/bin/python -m pip install -q -e ".[dev,bench]"
 	{ grep '^#' constraints.txt; .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip=='; } \
 		> constraints.txt.new
 	mv constraints.txt.new constraints.txt

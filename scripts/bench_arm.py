@@ -62,11 +62,10 @@ def parse_args(argv=None):
 def tvm_bundles(onnx: Path, target: str, out: Path, rebuild: bool) -> tuple[dict[str, Path], dict[str, str]]:
     """The untuned bundle, and the tuned one if a log for the target fits; notes for the rows left out."""
     from c2f_edge.backend import targets, tuning_db
+    from c2f_edge.backend.precision import has_fp16
     from c2f_edge.compile import CompileConfig, compile_bundle
     from c2f_edge.core.artifacts import read_manifest, sha256_file
     from c2f_edge.core.onnx_file import graph_signature, load_onnx
-
-    from c2f_edge.backend.precision import has_fp16
 
     spec = targets.get(target)
     signature = graph_signature(load_onnx(onnx))

@@ -1,10 +1,21 @@
 #!/usr/bin/env python
-"""Latency of Conv2Former-N on this machine: PyTorch eager (NCHW, channels_last), ONNX Runtime, TVM untuned,
-TVM tuned with the shipped tuning_logs/host/ -- same input, same thread count, warm-up first.
+"""Latency of Conv2Former-N on this machine: PyTorch eager (NCHW, channels_last), torch.compile, ONNX Runtime,
+OpenVINO, TVM untuned, TVM tuned with the shipped tuning_logs/host/ -- same input, same thread count, fp32,
+warm-up first.
 
 A benchmark, not a test: numbers depend on the machine and on what else runs on it.
 
     python scripts/bench_host.py [--threads 2] [--runs 30] [--rounds 3] [--json bench.json]
+
+The peers a user would try instead of TVM are optional extras: `pip install -c constraints.txt
+'c2f-edge[bench]'` installs OpenVINO; torch.compile (inductor, with freezing) needs a C++ compiler. A peer
+that is missing gets a row saying so, and the rest runs. Its compile time is not in its latency: the
+`load s` column is the time from loading to the end of the first call, for every row.
+
+Every row's output is checked against ONNX Runtime's with the fp32 tolerance class of c2f_edge.core.metrics
+(a peer that quietly computes in bf16 or fp16 is not a fair row): a row outside it is refused with its
+diff, not printed as a time. Each row's share of the machine's fp32 GEMM peak (the faster of PyTorch's
+and NumPy's BLAS at the same thread count, named in the output) is printed for Conv2Former-N's 4.81 GFLOP.
 
 Each backend is timed in a fresh Python process that imports only what it needs, because running PyTorch
 first in the same process slowed TVM by ~10% and ONNX Runtime by ~4% afterwards. The runs are split into
@@ -37,7 +48,11 @@ from pathlib import Path
 
 # Conv2Former-N at 224x224: 2.41 GMACs = 4.81 GFLOP per image.
 GFLOP_PER_IMAGE = 4.81
-NAMES = ("torch_eager", "torch_channels_last", "onnxruntime", "tvm_untuned", "tvm_tuned", "tvm_untuned_nchw")
+NAMES = ("torch_eager", "torch_channels_last", "torch_compile", "onnxruntime", "openvino", "tvm_untuned", "tvm_tuned",
+         "tvm_untuned_nchw")
+# Peers that read the ONNX file like ONNX Runtime does; the torch rows build the model themselves.
+ONNX_PEERS = ("onnxruntime", "openvino")
+INSTALL_BENCH = "pip install -c constraints.txt 'c2f-edge[bench]'"
 # TVM rows: (tuning log, blocked layout). tvm_untuned_nchw is the layout ablation, timed only with --with-nchw.
 TVM_BUILDS = {"tvm_untuned": ("none", True), "tvm_tuned": (None, True), "tvm_untuned_nchw": ("none", False)}
 BASELINE = "baseline"  # --baseline's row
@@ -123,6 +138,38 @@ def load_torch(x, threads: int, channels_last: bool):
     return run
 
 
+def load_torch_compile(x, threads: int):
+    import torch
+    import torch._inductor.config as inductor
+
+    from c2f_edge.models.weights import load_model
+
+    torch.set_num_threads(threads)
+    inductor.freezing = True  # weights become constants: what a deployment would compile
+    model, _ = load_model("n", weights="synthetic", seed=0)
+    model.eval()
+    compiled = torch.compile(model, backend="inductor")
+    xt = torch.from_numpy(x)
+
+    @torch.inference_mode()
+    def run():
+        return compiled(xt)
+
+    return run
+
+
+def load_openvino(onnx: str, x, threads: int):
+    import openvino as ov
+
+    core = ov.Core()
+    # Without the f32 hint OpenVINO runs bf16 on CPUs with AMX or AVX512-BF16 (4.7e-2 off on a Xeon).
+    compiled = core.compile_model(core.read_model(onnx), "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    output = compiled.output(0)
+    return lambda: request.infer([x])[output]
+
+
 def load_ort(onnx: str, x, threads: int):
     from c2f_edge.core.onnx_file import INPUT_NAME, ort_session
 
@@ -138,39 +185,68 @@ def load_tvm(bundle: str, x):
 
 
 def load_backend(name: str, model: str | None, x, threads: int):
+    if name == "torch_compile":
+        return load_torch_compile(x, threads)
     if name.startswith("torch"):
         return load_torch(x, threads, channels_last=name == "torch_channels_last")
     if name == "onnxruntime":
         return load_ort(model, x, threads)
+    if name == "openvino":
+        return load_openvino(model, x, threads)
     return load_tvm(model, x)
 
 
-def time_backend(name: str, model: str | None, work: Path, rnd: int, args) -> list[float]:
-    """Times one backend here; leaves its timings and its last output in work."""
+def peer_missing(name: str) -> str | None:
+    """Why an optional peer cannot run on this machine, or None."""
+    import importlib.util
+    import shutil
+
+    if name == "openvino" and importlib.util.find_spec("openvino") is None:
+        return f"skipped: OpenVINO is not installed ({INSTALL_BENCH})"
+    if name == "torch_compile" and not (shutil.which("g++") or shutil.which("c++")):
+        return "skipped: torch.compile's inductor needs a C++ compiler (g++) on PATH"
+    return None
+
+
+def time_backend(name: str, model: str | None, work: Path, rnd: int, args) -> dict:
+    """Times one backend here; leaves its timings, its load time and its last output in work."""
     import numpy as np
 
     x = np.load(work / "input.npy")
-    times, out = time_it(load_backend(name, model, x, args.threads), args.warmup, args.runs, args.max_seconds)
-    np.save(work / f"{name}.npy", out.numpy() if hasattr(out, "numpy") else out)
-    (work / f"{name}-{rnd}.json").write_text(json.dumps(times))
-    return times
+    t0 = time.perf_counter()
+    run = load_backend(name, model, x, args.threads)
+    run()  # torch.compile compiles here: kept out of the latency, reported as load_s
+    load_s = time.perf_counter() - t0
+    times, out = time_it(run, args.warmup, args.runs, args.max_seconds)
+    np.save(work / f"{name}.npy", out.numpy() if hasattr(out, "numpy") else np.asarray(out))
+    record = {"times": times, "load_s": load_s}
+    (work / f"{name}-{rnd}.json").write_text(json.dumps(record))
+    return record
 
 
-def sgemm_peak_gflops(threads: int) -> float:
-    """Best fp32 matmul throughput of this process (PyTorch's BLAS, same thread count)."""
+def best_gflops(matmul, make, sizes=(512, 1024, 2048)) -> float:
+    best = 0.0
+    for n in sizes:
+        a, b = make(n), make(n)
+        for _ in range(2):
+            matmul(a, b)
+        for _ in range(5):
+            t0 = time.perf_counter()
+            matmul(a, b)
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def sgemm_peak_gflops(threads: int) -> dict[str, float]:
+    """Best fp32 matmul throughput of each BLAS this process has, at the same thread count (the thread
+    variables are set before either library starts its pool)."""
+    import numpy as np
     import torch
 
     torch.set_num_threads(threads)
-    best = 0.0
-    for n in (512, 1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        for _ in range(2):
-            a @ b
-        for _ in range(5):
-            t0 = time.perf_counter()
-            a @ b
-            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return best
+    rng = np.random.default_rng(0)
+    return {"torch": best_gflops(torch.matmul, lambda n: torch.randn(n, n)),
+            "numpy": best_gflops(np.matmul, lambda n: rng.standard_normal((n, n), dtype=np.float32))}
 
 
 def worker(args) -> int:
@@ -206,35 +282,42 @@ def run_child(name: str, cmd: list[str], env: dict[str, str]) -> None:
         sys.exit(f"error: {name} failed: {lines[-1]}")
 
 
-def print_round(name: str, times: list[float], label: str) -> None:
+def print_round(name: str, record: dict, label: str) -> None:
+    times = record["times"]
     print(f"  {label}{name:<20} median {1e3 * statistics.median(times):8.1f} ms   p90 {1e3 * p90(times):8.1f} ms"
-          f"   ({len(times)} runs)", file=sys.stderr, flush=True)
+          f"   ({len(times)} runs; load {record['load_s']:.1f} s)", file=sys.stderr, flush=True)
 
 
-def time_per_process(models: dict[str, str | None], work: Path, args) -> dict[str, list[list[float]]]:
+def time_per_process(models: dict[str, str | None], work: Path, args) -> dict[str, list[dict]]:
+    """Per backend, one record per round: {"times": seconds per run, "load_s": load and first call}."""
     env = {**os.environ, **thread_env(args.threads)}
-    times: dict[str, list[list[float]]] = {name: [] for name in models}
+    records: dict[str, list[dict]] = {name: [] for name in models}
     for rnd in range(args.rounds):
         for name in rotated(list(models), rnd):
             run_child(name, child_cmd(name, models[name], work, rnd, args), env)
-            times[name].append(json.loads((work / f"{name}-{rnd}.json").read_text()))
-            print_round(name, times[name][-1], f"round {rnd + 1}/{args.rounds}  ")
-    return times
+            records[name].append(json.loads((work / f"{name}-{rnd}.json").read_text()))
+            print_round(name, records[name][-1], f"round {rnd + 1}/{args.rounds}  ")
+    return records
 
 
-def time_same_process(models: dict[str, str | None], work: Path, args) -> dict[str, list[list[float]]]:
-    times = {}
+def time_same_process(models: dict[str, str | None], work: Path, args) -> dict[str, list[dict]]:
+    records = {}
     for name, model in models.items():
-        times[name] = [time_backend(name, model, work, 0, args)]
-        print_round(name, times[name][0], "")
-    return times
+        records[name] = [time_backend(name, model, work, 0, args)]
+        print_round(name, records[name][0], "")
+    return records
 
 
-def sgemm_peak(work: Path, args) -> float:
+def sgemm_peak(work: Path, args) -> tuple[float, str]:
+    """The machine's fp32 GEMM peak at the thread count used, and which BLAS reached it."""
     if args.same_process:
-        return sgemm_peak_gflops(args.threads)
-    run_child("sgemm", child_cmd("sgemm", None, work, 0, args), {**os.environ, **thread_env(args.threads)})
-    return json.loads((work / "sgemm.json").read_text())
+        peaks = sgemm_peak_gflops(args.threads)
+    else:
+        run_child("sgemm", child_cmd("sgemm", None, work, 0, args), {**os.environ, **thread_env(args.threads)})
+        peaks = json.loads((work / "sgemm.json").read_text())
+    best = max(peaks, key=peaks.get)
+    others = ", ".join(f"{k} {v:.0f}" for k, v in peaks.items() if k != best)
+    return peaks[best], f"{best}'s BLAS" + (f"; {others}" if others else "")
 
 
 # --- preparing the models -----------------------------------------------------------------------------
@@ -310,9 +393,16 @@ def not_tuned(tuning: dict) -> str | None:
 
 def prepare_models(onnx: Path, args, notes: dict[str, str]) -> tuple[dict[str, str | None], dict[str, str]]:
     """What each backend loads (None for torch), and per TVM bundle the note on how it was built."""
-    # ONNX Runtime is the reference of every ratio: always timed.
-    models = {name: None for name in NAMES[:2] if name not in args.skip}
-    models["onnxruntime"] = str(onnx)
+    models: dict[str, str | None] = {}
+    for name in NAMES[:NAMES.index("tvm_untuned")]:
+        # ONNX Runtime is the reference of every ratio and diff: always timed.
+        if name in args.skip and name != "onnxruntime":
+            continue
+        if why := peer_missing(name):
+            notes[name] = why
+            print(f"  {name:<20} {why}", file=sys.stderr)
+            continue
+        models[name] = str(onnx) if name in ONNX_PEERS else None
     built = {}
     for name, (log, blocked) in TVM_BUILDS.items():
         log = log or args.tuning_log
@@ -355,15 +445,44 @@ def summarize(round_times: list[list[float]]) -> dict:
             "round_medians_ms": [1e3 * statistics.median(ts) for ts in round_times]}
 
 
+def summarize_records(records: list[dict]) -> dict:
+    # The slowest load is the cold one: the first compile, before any cache (inductor's) is warm.
+    return {**summarize([r["times"] for r in records]), "load_s": max(r["load_s"] for r in records)}
+
+
 def round_ratios(r: dict, ort: dict) -> list[float]:
     """Round i's median over ONNX Runtime's median of the same round."""
     return [a / b for a, b in zip(r["round_medians_ms"], ort["round_medians_ms"], strict=True)]
 
 
-def max_abs_diff(work: Path, name: str) -> float:
+def check_output(ref, out) -> tuple[float, list[str]]:
+    """Max abs diff of a row's output against ONNX Runtime's, and the fp32 tolerance checks it fails."""
     import numpy as np
 
-    return float(np.max(np.abs(np.load(work / f"{name}.npy") - np.load(work / "onnxruntime.npy"))))
+    from c2f_edge.core.metrics import judge, logit_metrics, tolerances
+
+    ref, out = np.asarray(ref), np.asarray(out)
+    if ref.shape != out.shape:
+        return float("inf"), [f"output shape {list(out.shape)}, ONNX Runtime's is {list(ref.shape)}"]
+    m = logit_metrics(ref.reshape(len(ref), -1), out.reshape(len(out), -1))
+    return m["max_abs_diff"], judge(m, tolerances()["fp32"])
+
+
+def check_rows(work: Path, names, notes: dict[str, str]) -> tuple[dict[str, float], set[str]]:
+    """Each row's max abs diff against ONNX Runtime, and the rows refused for being outside fp32."""
+    import numpy as np
+
+    ref = np.load(work / "onnxruntime.npy")
+    diffs, refused = {"onnxruntime": 0.0}, set()
+    for name in names:
+        if name == "onnxruntime":
+            continue
+        diffs[name], failures = check_output(ref, np.load(work / f"{name}.npy"))
+        if failures:
+            refused.add(name)
+            notes[name] = (f"refused: max abs diff vs ORT {diffs[name]:.1e}, outside the fp32 tolerance "
+                           f"({'; '.join(failures)}): not an fp32 result, so no time is printed")
+    return diffs, refused
 
 
 def add_ratios(results: dict[str, dict], peak: float) -> None:
@@ -376,17 +495,19 @@ def add_ratios(results: dict[str, dict], peak: float) -> None:
         r["peak_pct"] = 100 * r["gflops"] / peak
 
 
-def print_table(results: dict[str, dict], peak: float, args) -> None:
+def print_table(results: dict[str, dict], peak: float, peak_source: str, cpu: str, args) -> None:
     if args.same_process:
-        method = f"all backends in one process (sgemm peak of this process: {peak:.1f} GFLOP/s)"
+        method = "all backends in one process"
     else:
-        method = (f"one fresh process per backend, {args.rounds} interleaved rounds "
-                  f"(sgemm peak, own process: {peak:.1f} GFLOP/s)")
-    print(f"\nConv2Former-N, 1x3x224x224 fp32, {args.threads} threads, this machine, {method}")
-    print(f"{'backend':<22}{'median ms':>10}{'p90 ms':>10}{'vs ORT':>9}{'p90 vs ORT':>12}{'GFLOP/s':>9}{'% peak':>8}")
+        method = f"one fresh process per backend, {args.rounds} interleaved rounds"
+    print(f"\nConv2Former-N, 1x3x224x224 fp32, {args.threads} threads, {cpu}, {method}")
+    print(f"sgemm peak at {args.threads} threads: {peak:.1f} GFLOP/s ({peak_source})")
+    print(f"{'backend':<22}{'median ms':>10}{'p90 ms':>10}{'vs ORT':>9}{'p90 vs ORT':>12}{'GFLOP/s':>9}{'% peak':>8}"
+          f"{'diff':>9}{'load s':>8}")
     for name, r in results.items():
         print(f"{name:<22}{r['median_ms']:>10.1f}{r['p90_ms']:>10.1f}{r['ratio_vs_ort']:>8.2f}x"
-              f"{r['p90_ratio_vs_ort']:>11.2f}x{r['gflops']:>9.1f}{r['peak_pct']:>7.0f}%")
+              f"{r['p90_ratio_vs_ort']:>11.2f}x{r['gflops']:>9.1f}{r['peak_pct']:>7.0f}%"
+              f"{r['max_abs_diff']:>9.1e}{r['load_s']:>8.1f}")
 
 
 def print_spread(results: dict[str, dict], rounds: int) -> None:
@@ -409,13 +530,21 @@ def print_notes(notes: dict[str, str], tuning_log: str) -> None:
               f"on {meta.get('machine', {}).get('cpu')} ({meta.get('machine', {}).get('cores')} cores)")
 
 
-def write_json(path: str, results: dict[str, dict], peak: float, args) -> None:
-    out: dict = {k: {"median_ms": round(v["median_ms"], 3), "p90_ms": round(v["p90_ms"], 3),
-                     "ratio_vs_ort": round(v["ratio_vs_ort"], 3),
-                     "round_medians_ms": [round(m, 3) for m in v["round_medians_ms"]]} for k, v in results.items()}
-    out["sgemm_peak_gflops"] = round(peak, 2)
-    out["method"] = "same-process" if args.same_process else "per-process"
-    out["rounds"] = args.rounds
+def write_json(path: str, results: dict[str, dict], diffs: dict[str, float], notes: dict[str, str],
+               peak: float, peak_source: str, cpu: str, args) -> None:
+    rows: dict = {k: {"median_ms": round(v["median_ms"], 3), "p90_ms": round(v["p90_ms"], 3),
+                      "ratio_vs_ort": round(v["ratio_vs_ort"], 3), "peak_pct": round(v["peak_pct"], 1),
+                      "max_abs_diff_vs_ort": v["max_abs_diff"], "load_s": round(v["load_s"], 2),
+                      "round_medians_ms": [round(m, 3) for m in v["round_medians_ms"]]} for k, v in results.items()}
+    for name, note in notes.items():
+        rows.setdefault(name, {})["note"] = note
+        if name not in results:
+            rows[name]["status"] = "refused" if note.startswith("refused") else "skipped"
+            if name in diffs:
+                rows[name]["max_abs_diff_vs_ort"] = diffs[name]
+    out = {"cpu": cpu, "threads": args.threads, "method": "same-process" if args.same_process else "per-process",
+           "rounds": args.rounds, "sgemm_peak_gflops": round(peak, 2), "sgemm_peak_source": peak_source,
+           "rows": rows}
     Path(path).write_text(json.dumps(out, indent=2) + "\n")
 
 
@@ -432,6 +561,7 @@ def main(argv=None) -> int:
     from c2f_edge.core.errors import C2FError
     from c2f_edge.core.images import photo_batch
     from c2f_edge.export import ensure_onnx
+    from c2f_edge.tune.measure import host_machine
 
     try:
         onnx = ensure_onnx(args.onnx)
@@ -444,19 +574,23 @@ def main(argv=None) -> int:
         work = Path(tmp)
         np.save(work / "input.npy", photo_batch(1))  # one real photo, ImageNet-normalized, [1,3,224,224]
         timed = (time_same_process if args.same_process else time_per_process)(models, work, args)
-        peak = sgemm_peak(work, args)
-        for name in models:
-            if name != "onnxruntime":
-                note, compiled = built.get(name, ("", ""))
-                diff = f"max abs diff vs ORT {max_abs_diff(work, name):.1e}"
-                notes[name] = f"{note}; {diff}{compiled}" if note else diff
-    results = {name: summarize(timed[name]) for name in models}
+        peak, peak_source = sgemm_peak(work, args)
+        diffs, refused = check_rows(work, models, notes)
+    for name, (note, compiled) in built.items():
+        if name not in refused:
+            notes[name] = f"{note}{compiled}"
+    results = {name: {**summarize_records(timed[name]), "max_abs_diff": diffs[name]}
+               for name in models if name not in refused}
     add_ratios(results, peak)
-    print_table(results, peak, args)
+    cpu = host_machine()["cpu"]
+    print_table(results, peak, peak_source, cpu, args)
     print_spread(results, args.rounds)
     print_notes(notes, args.tuning_log)
     if args.json:
-        write_json(args.json, results, peak, args)
+        write_json(args.json, results, diffs, notes, peak, peak_source, cpu, args)
+    if refused:
+        print(f"error: refused outside the fp32 tolerance: {', '.join(sorted(refused))}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,14 +76,19 @@ def test_a_broken_bundle_fails_its_worker(tmp_path):
     assert "\n" not in e.value.code
 
 
-def test_ort_worker_leaves_times_and_output_and_never_loads_torch(tmp_path):
-    onnx = pytest.importorskip("onnx")
+def _relu_onnx(path: Path, shape: list[int]) -> None:
+    import onnx
+
     h = onnx.helper
-    shape = [1, 3, 4, 4]
     graph = h.make_graph([h.make_node("Relu", ["input"], ["output"])], "g",
                          [h.make_tensor_value_info("input", onnx.TensorProto.FLOAT, shape)],
                          [h.make_tensor_value_info("output", onnx.TensorProto.FLOAT, shape)])
-    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
+
+
+def test_ort_worker_leaves_times_and_output_and_never_loads_torch(tmp_path):
+    shape = [1, 3, 4, 4]
+    _relu_onnx(tmp_path / "m.onnx", shape)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     np.save(tmp_path / "input.npy", x)
     argv = bench.child_cmd("onnxruntime", str(tmp_path / "m.onnx"), tmp_path, 1,
@@ -91,7 +97,8 @@ def test_ort_worker_leaves_times_and_output_and_never_loads_torch(tmp_path):
             "except SystemExit:\n    pass\nprint(sys.modules.get('torch') is not None)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False", proc.stderr
-    assert len(json.loads((tmp_path / "onnxruntime-1.json").read_text())) == 5
+    record = json.loads((tmp_path / "onnxruntime-1.json").read_text())
+    assert len(record["times"]) == 5 and record["load_s"] > 0
     np.testing.assert_array_equal(np.load(tmp_path / "onnxruntime.npy"), np.maximum(x, 0))
 
 
@@ -140,3 +147,75 @@ def test_a_baseline_must_be_a_host_bundle_built_for_this_cpu(tmp_path):
     with pytest.raises(SystemExit) as e:  # argparse's one-line usage error, before anything is built
         bench.parse_args(["--baseline", str(tmp_path / "missing")])
     assert e.value.code == 2
+
+
+def test_the_openvino_worker_computes_in_fp32(tmp_path):
+    pytest.importorskip("openvino", reason=f"OpenVINO is a bench extra: {bench.INSTALL_BENCH}")
+    shape = [1, 3, 8, 8]
+    _relu_onnx(tmp_path / "m.onnx", shape)
+    # Values whose bf16 rounding would show: 1 + 2^-12 is not a bf16 number.
+    x = (1 + np.random.default_rng(0).integers(1, 16, shape) * 2.0**-12).astype(np.float32)
+    np.save(tmp_path / "input.npy", x)
+    args = bench.parse_args(["--runs", "2", "--rounds", "1", "--warmup", "1", "--threads", "1"])
+    record = bench.time_backend("openvino", str(tmp_path / "m.onnx"), tmp_path, 0, args)
+    assert len(record["times"]) == 2
+    np.testing.assert_array_equal(np.load(tmp_path / "openvino.npy"), x)
+
+
+def test_a_peer_that_is_not_installed_gets_its_note_and_the_rest_runs(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert bench.peer_missing("openvino") == f"skipped: OpenVINO is not installed ({bench.INSTALL_BENCH})"
+    monkeypatch.setattr(shutil, "which", lambda _: None)
+    assert "needs a C++ compiler" in bench.peer_missing("torch_compile")
+    args = bench.parse_args(["--skip", "torch_eager", "torch_channels_last", "tvm_untuned", "tvm_tuned"])
+    notes = {}
+    models, built = bench.prepare_models(tmp_path / "m.onnx", args, notes)
+    assert models == {"onnxruntime": str(tmp_path / "m.onnx")} and built == {}
+    assert set(notes) == {"openvino", "torch_compile"}
+
+
+# A row that matches ONNX Runtime to float rounding is printed; one that computes in bf16 (8 significant
+# bits), or is off by 1e-2, is refused with its diff and no time.
+@pytest.mark.parametrize("name, perturb, refused", [
+    ("openvino", lambda y: y + 1e-6, False),
+    ("openvino", lambda y: y + 1e-2, True),
+    ("torch_compile", lambda y: (y.view(np.uint32) & 0xFFFF0000).view(np.float32), True),
+])
+def test_a_row_outside_the_fp32_tolerance_is_refused_not_printed(tmp_path, monkeypatch, capsys, name, perturb,
+                                                                 refused):
+    # ONNX Runtime runs for real on a ReLU of the benchmark's photo; the peer under test returns its output
+    # perturbed. Everything after the loaders is the script's own path.
+    from c2f_edge.core.onnx_file import INPUT_NAME, ort_session
+
+    _relu_onnx(tmp_path / "m.onnx", [1, 3, 224, 224])
+    sess = ort_session(str(tmp_path / "m.onnx"))
+    monkeypatch.setattr(bench, "peer_missing", lambda _: None)
+    monkeypatch.setattr(bench, "sgemm_peak_gflops", lambda _: {"torch": 100.0, "numpy": 50.0})
+    real_load = bench.load_backend
+
+    def load(backend, model, x, threads):
+        if backend == name:
+            return lambda: perturb(sess.run(None, {INPUT_NAME: x})[0] + 1.0)  # + 1: ReLU's zeros would hide bf16
+        if backend == "onnxruntime":
+            return lambda: sess.run(None, {INPUT_NAME: x})[0] + 1.0
+        return real_load(backend, model, x, threads)
+
+    monkeypatch.setattr(bench, "load_backend", load)
+    others = [n for n in bench.NAMES if n not in ("onnxruntime", name)]
+    code = bench.main(["--same-process", "--runs", "2", "--warmup", "0", "--onnx", str(tmp_path / "m.onnx"),
+                       "--json", str(tmp_path / "b.json"), "--skip", *others])
+    out = capsys.readouterr()
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    table = [line.split()[0] for line in out.out.splitlines() if line.split()[:1] in ([name], ["onnxruntime"])]
+    assert "onnxruntime" in table and "median_ms" in rows["onnxruntime"]
+    if refused:
+        assert code == 1 and f"refused outside the fp32 tolerance: {name}" in out.err
+        assert name not in table and "median_ms" not in rows[name] and rows[name]["status"] == "refused"
+        assert f"  {name}: refused: max abs diff vs ORT {rows[name]['max_abs_diff_vs_ort']:.1e}" in out.out
+    else:
+        assert code == 0 and name in table
+        assert rows[name]["max_abs_diff_vs_ort"] == pytest.approx(1e-6, rel=0.1)
+        assert rows[name]["median_ms"] > 0 and rows[name]["peak_pct"] > 0

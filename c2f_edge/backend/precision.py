@@ -79,7 +79,7 @@ def has_fp16(target) -> bool:
         try:
             if bool(codegen.target_has_features(feature, target)):
                 return True
-        except Exception:  # noqa: BLE001 - a feature name this architecture does not know
+        except Exception:  # noqa: BLE001, S112 - a feature name this architecture does not know
             continue
     return False
 

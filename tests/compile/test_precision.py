@@ -12,7 +12,7 @@ from c2f_edge.board import emulator
 from tests.compile.test_stage import _fails, _no_bundle, fake_onnx_dir  # noqa: F401 - a fixture
 
 
-def test_fp16_on_a_core_without_it_fails_before_building(tmp_path, fake_onnx_dir, capsys):
+def test_fp16_on_a_core_without_it_fails_before_building(tmp_path, fake_onnx_dir, capsys):  # noqa: F811 - the fixture
     out = tmp_path / "b"
     err = _fails(["compile", "--target", "rpi4", "--precision", "fp16", "--onnx",
                   str(fake_onnx_dir / "model.onnx"), "--out", str(out)], capsys,

@@ -149,7 +149,8 @@ def load_file(path: Path) -> TargetSpec:
         raise UsageError(f"target file {path} has no [target] table", hint="see c2f_edge/targets.py for the format")
     linker = data.get("linker", "system")
     if linker not in LINKERS:
-        raise UsageError(f"target file {path}: linker must be one of {', '.join(LINKERS)}, not {linker!r}")
+        raise UsageError(f"target file {path}: linker must be one of {', '.join(LINKERS)}, not {linker!r}",
+                         hint="zig cross-links ARM Linux targets, ndk Android ones, system this machine's")
     return TargetSpec(name=path.stem, description=data.get("description", ""), target=data["target"],
                       linker=linker, triple=data.get("triple"), zig_target=data.get("zig_target"),
                       android_api=int(data.get("android_api", 24)), expect=data.get("expect", {}),
@@ -299,7 +300,8 @@ def _quiet_stderr():
 
 def _check_llvm_fields(t, where: str) -> None:
     if not isinstance(t, dict):
-        raise UsageError(f"{where}: a target must be a JSON object, not {type(t).__name__}")
+        raise UsageError(f"{where}: a target must be a JSON object, not {type(t).__name__}",
+                         hint='e.g. {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}')
     if isinstance(t.get("host"), dict):
         _check_llvm_fields(t["host"], f"{where} host")
     if t.get("kind") != "llvm":
@@ -307,9 +309,10 @@ def _check_llvm_fields(t, where: str) -> None:
     from tvm.target import codegen
 
     triple = t.get("mtriple")
-    if triple is not None:
+    if "mtriple" in t:  # an explicit null is a mistake too (TVM rejects it with a message about its schema)
         if not isinstance(triple, str) or not triple.strip():
-            raise UsageError(f"{where}: mtriple must be a string such as 'aarch64-linux-gnu', got {triple!r}")
+            raise UsageError(f"{where}: mtriple must be a string such as 'aarch64-linux-gnu', got {triple!r}",
+                             hint=f"e.g. {', '.join(EXAMPLE_TRIPLES)}; leave it out to build for this machine")
         arch = _triple_arch(triple)
         known = sorted(str(a) for a in codegen.llvm_get_targets())
         if arch not in known:
@@ -318,21 +321,24 @@ def _check_llvm_fields(t, where: str) -> None:
                              + f"e.g. {', '.join(EXAMPLE_TRIPLES)}; architectures: {', '.join(known)}")
     triple = triple or str(codegen.llvm_get_system_triple())
     mcpu = t.get("mcpu")
-    if mcpu is not None:
+    if "mcpu" in t:
         if not isinstance(mcpu, str) or not mcpu.strip():
-            raise UsageError(f"{where}: mcpu must be a CPU name such as 'cortex-a76', got {mcpu!r}")
+            raise UsageError(f"{where}: mcpu must be a CPU name such as 'cortex-a76', got {mcpu!r}",
+                             hint="leave it out for the triple's generic CPU; `c2f-edge targets` lists tested ones")
         if mcpu != "@system" and not codegen.llvm_is_valid_cpu(mcpu, triple):
             cpus = _cpus(triple)
             raise UsageError(f"{where}: LLVM knows no CPU {mcpu!r} for {triple}",
                              hint=_did_you_mean(mcpu, cpus) + f"{len(cpus)} CPUs, e.g. "
                              + ", ".join(c for c in cpus if c.startswith(("cortex", "neoverse", "x86-64")))[:200])
     mattr = t.get("mattr")
-    if mattr is not None:
+    if "mattr" in t:
         if not isinstance(mattr, list) or not all(isinstance(f, str) for f in mattr):
-            raise UsageError(f"{where}: mattr must be a list of features such as [\"+neon\"], got {mattr!r}")
+            raise UsageError(f"{where}: mattr must be a list of features such as [\"+neon\"], got {mattr!r}",
+                             hint='write it as a JSON list of strings, e.g. "mattr": ["+neon", "+fullfp16"]')
         for feat in mattr:
             if feat[:1] not in ("+", "-") or len(feat) < 2:
-                raise UsageError(f"{where}: mattr entry {feat!r} must be +FEATURE or -FEATURE, e.g. \"+neon\"")
+                raise UsageError(f"{where}: mattr entry {feat!r} must be +FEATURE or -FEATURE, e.g. \"+neon\"",
+                                 hint="+ turns a feature on, - turns it off; LLVM's names, e.g. neon, fullfp16, avx2")
             if not _feature_known(triple, feat[1:]):
                 vocab = _features(triple)
                 common = [f for f in COMMON_FEATURES if f in vocab] or sorted(vocab)[:10]

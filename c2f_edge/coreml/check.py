@@ -39,10 +39,17 @@ def resolve_package(path: str | os.PathLike) -> Path:
 
 
 def _check_against_manifest(pkg: Path) -> None:
-    """The package against the hash `c2f-edge coreml` recorded beside it (none while it is being built)."""
-    from c2f_edge.core.artifacts import check_hash, manifest_or_empty
+    """The package against the hash `c2f-edge coreml` recorded beside it. A package without a manifest
+    (being built, or from elsewhere) has nothing to check against; a Core ML manifest without the hash
+    is refused, so that the check cannot switch itself off."""
+    from c2f_edge.core.artifacts import MANIFEST, VERIFY_HASH_ENV, check_hash, manifest_or_empty
 
-    check_hash(pkg, manifest_or_empty(pkg.parent).get("package_sha256"))
+    manifest = manifest_or_empty(pkg.parent)
+    recorded = manifest.get("package_sha256")
+    if manifest.get("kind") == "coreml" and not recorded and os.environ.get(VERIFY_HASH_ENV) != "0":
+        raise ArtifactError(f"{pkg.parent / MANIFEST} records no package_sha256 for {pkg.name}",
+                            hint="re-create the package with `c2f-edge coreml`; --no-verify-hash skips this check")
+    check_hash(pkg, recorded)
 
 
 def coreml_runtime_available() -> bool:

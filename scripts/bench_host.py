@@ -582,7 +582,8 @@ def main(argv=None) -> int:
     results = {name: {**summarize_records(timed[name]), "max_abs_diff": diffs[name]}
                for name in models if name not in refused}
     add_ratios(results, peak)
-    cpu = host_machine()["cpu"]
+    machine = host_machine()
+    cpu = f"{machine['cpu']} (LLVM {machine['llvm_mcpu']}, {machine['cores']} cores)"
     print_table(results, peak, peak_source, cpu, args)
     print_spread(results, args.rounds)
     print_notes(notes, args.tuning_log)

@@ -535,7 +535,8 @@ def write_json(path: str, results: dict[str, dict], diffs: dict[str, float], not
     rows: dict = {k: {"median_ms": round(v["median_ms"], 3), "p90_ms": round(v["p90_ms"], 3),
                       "ratio_vs_ort": round(v["ratio_vs_ort"], 3), "peak_pct": round(v["peak_pct"], 1),
                       "max_abs_diff_vs_ort": v["max_abs_diff"], "load_s": round(v["load_s"], 2),
-                      "round_medians_ms": [round(m, 3) for m in v["round_medians_ms"]]} for k, v in results.items()}
+                      "round_medians_ms": [round(m, 3) for m in v["round_medians_ms"]],
+                      "round_ratios_vs_ort": [round(r, 3) for r in v["round_ratios"]]} for k, v in results.items()}
     for name, note in notes.items():
         rows.setdefault(name, {})["note"] = note
         if name not in results:

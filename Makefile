@@ -31,6 +31,8 @@ setup-system: setup
 	$(PYTHON) -m c2f_edge.board.kernel_runner setup
 	# Instruction counts on emulated ARM cores: a qemu plugin of ours, built against the installed qemu-user.
 	$(PYTHON) -m c2f_edge.board.insn_count setup
+	# Mali and Adreno kernels run here: our OpenCL runtime for the TVM wheel, over PoCL (installed above).
+	$(PYTHON) -m c2f_edge.board.opencl setup
 
 demo: setup
 	$(BIN)c2f-edge export --weights synthetic --out build/onnx

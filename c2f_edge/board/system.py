@@ -1,9 +1,10 @@
-"""The root part of the emulated boards' setup (scripts/setup_emulator.sh runs it as root).
+"""The root part of the local boards' setup (scripts/setup_emulator.sh runs it as root).
 
 It installs qemu-user-static and the dynamic qemu-user (the one that loads the instruction-counting plugin,
 board.insn_count), and makes apt able to download what the unprivileged half fetches: the aarch64 board's
-rootfs (board.emulator) and the ARM libcs the kernel runner runs against (board.kernel_runner). Through
-core.apt, so a mirror in mid-sync does not stop it.
+rootfs (board.emulator) and the ARM libcs the kernel runner runs against (board.kernel_runner). For the
+local OpenCL device it installs PoCL behind the ICD loader, and the headers our OpenCL runtime for TVM
+builds against (board.opencl). Through core.apt, so a mirror in mid-sync does not stop it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from c2f_edge.board import emulator, kernel_runner
+from c2f_edge.board import emulator, kernel_runner, opencl
 from c2f_edge.core import apt
 from c2f_edge.core.errors import C2FError, report
 
@@ -22,16 +23,17 @@ from c2f_edge.core.errors import C2FError, report
 def needs() -> apt.Needs:
     arm64 = (*emulator.DEBIAN_ROOTS, *kernel_runner.LIBC_PACKAGES)
     # qemu-user: the dynamic build, the only one that loads TCG plugins (board.insn_count); beside -static.
-    return apt.Needs(install=("qemu-user-static", "qemu-user"),
+    return apt.Needs(install=("qemu-user-static", "qemu-user", *opencl.APT_PACKAGES),
                      download={"arm64": tuple(dict.fromkeys(arm64)), "armhf": kernel_runner.LIBC_PACKAGES})
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="scripts/setup_emulator.sh",
-        description="Root part of the emulated ARM boards: install qemu-user-static and qemu-user (the "
-                    "dynamic build, which loads the instruction-counting plugin), add the arm64 and "
-                    "armhf apt architectures and their package lists. apt-get update is retried, then "
+        description="Root part of the local boards: install qemu-user-static and qemu-user (the "
+                    "dynamic build, which loads the instruction-counting plugin) and PoCL with the OpenCL "
+                    "headers (the local OpenCL device), add the arm64 and armhf apt architectures and "
+                    "their package lists. apt-get update is retried, then "
                     "judged by whether every package needed has an install candidate: a mirror in "
                     "mid-sync that breaks one index does not stop setup.")
     p.add_argument("--update", choices=["auto", "always"], default="auto",

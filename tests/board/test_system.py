@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from c2f_edge.board import emulator, kernel_runner, system
+from c2f_edge.board import emulator, kernel_runner, opencl, system
 from c2f_edge.core import apt
 from c2f_edge.core.errors import ToolchainError
 from tests.fixtures.apt import MIRROR_SYNC, list_name
@@ -34,7 +34,9 @@ def setup_emulator(fake_apt, *args):
 
 def test_needs_cover_the_rootfs_roots_and_the_kernel_runner_libcs():
     needs = system.needs()
-    assert needs.install == ("qemu-user-static", "qemu-user")  # the dynamic one loads the counting plugin
+    # the dynamic qemu loads the counting plugin; PoCL and the OpenCL headers serve board.opencl
+    assert needs.install == ("qemu-user-static", "qemu-user", *opencl.APT_PACKAGES)
+    assert {"pocl-opencl-icd", "ocl-icd-opencl-dev", "opencl-headers"} <= set(needs.install)
     assert {"python3.11", "libstdc++6", "libc6"} <= set(needs.download["arm64"])
     assert set(needs.download["armhf"]) == {"libc6", "libgcc-s1", "gcc-12-base"}
 
@@ -44,7 +46,7 @@ def test_setup_survives_a_partial_update_when_the_needed_packages_resolve(fake_a
     proc = setup_emulator(fake_apt)
     assert proc.returncode == 0, proc.stderr
     assert len(fake_apt.calls("apt-get update")) == apt.ATTEMPTS  # retried, no more
-    assert fake_apt.state()["installed"] == ["qemu-user-static", "qemu-user"]
+    assert fake_apt.state()["installed"] == list(system.needs().install)
     assert sorted(fake_apt.state()["foreign"]) == ["arm64", "armhf"]
     assert "warning: apt-get update failed on bookworm-security/main/binary-armhf/Packages.xz" in proc.stderr
     assert "emulator prerequisites ok" in proc.stdout
@@ -66,7 +68,7 @@ def test_setup_fails_in_one_line_when_a_needed_package_is_missing(fake_apt):
 
 def test_update_always_takes_the_newcomers_path_where_lists_exist(fake_apt):
     fake_apt.write_lists(_lists_holding_everything())
-    fake_apt.set(foreign=["arm64", "armhf"], installed=["qemu-user-static", "qemu-user"])
+    fake_apt.set(foreign=["arm64", "armhf"], installed=list(system.needs().install))
     assert setup_emulator(fake_apt).returncode == 0
     assert fake_apt.calls("apt-get") == []  # all there: auto skips apt
     proc = setup_emulator(fake_apt, "--update", "always")

@@ -58,6 +58,15 @@ struct Platform {
       if (clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, nullptr, &k) != CL_SUCCESS || k == 0) continue;
       devices.resize(k);
       clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, k, devices.data(), nullptr);
+      for (cl_device_id d : devices) {
+        cl_device_svm_capabilities svm = 0;
+        if (clGetDeviceInfo(d, CL_DEVICE_SVM_CAPABILITIES, sizeof(svm), &svm, nullptr) != CL_SUCCESS ||
+            !(svm & CL_DEVICE_SVM_COARSE_GRAIN_BUFFER)) {
+          problem = "the OpenCL device has no shared virtual memory (OpenCL 2.0 SVM), which this runtime needs";
+          devices.clear();
+          return;
+        }
+      }
       cl_int err;
       context = clCreateContext(nullptr, k, devices.data(), nullptr, nullptr, &err);
       Check(err, "clCreateContext");

@@ -19,8 +19,12 @@ Each ARTIFACT is a directory written by c2f-edge; its manifest says which backen
   TVM bundle (build/armv7, ...)       tvm-qemu            --backend tvm-qemu=build/armv7: the VM here, the
                                                           bundle's kernels under qemu user mode (no board,
                                                           no TVM runtime for the CPU needed; results only)
+  TVM bundle (build/mali, adreno)     tvm-opencl          its OpenCL kernels on this machine's OpenCL device
+                                                          (PoCL: `make setup-system`), host code from a twin
+                                                          built here; or --rpc to a phone (results only)
   Core ML package (build/coreml)      coreml              NumPy MIL interpreter here, MLModel.predict on macOS
-Or name a backend: --backend NAME=PATH (backends: torch, onnxruntime, tvm-local, tvm-rpc, tvm-qemu, coreml).
+Or name a backend: --backend NAME=PATH (backends: torch, onnxruntime, tvm-local, tvm-rpc, tvm-qemu, tvm-opencl,
+coreml).
 
 The reference is PyTorch fp32 with the weights recorded in the first artifact's manifest (or --weights /
 --checkpoint). Inputs: the photographs bundled with scikit-image, resized 256 and center-cropped 224 with
@@ -40,6 +44,7 @@ examples:
   c2f-edge parity build/onnx build/host
   c2f-edge parity build/arm64 --rpc emulated -n 2
   c2f-edge parity --backend tvm-qemu=build/armv7 -n 1
+  c2f-edge parity build/mali -n 1
   c2f-edge parity build/arm64 --rpc rpc://tracker@10.0.0.5:9190/rk3588
   c2f-edge parity build/coreml-fp16 --inputs photos,stress --tol fp16.max_abs=0.5 --json parity.json
 """

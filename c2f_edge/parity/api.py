@@ -19,6 +19,10 @@ def specs_for(artifacts: list[str], explicit: list[tuple[str, str]] = (), rpc: s
     for path in artifacts:
         name = backend_for_artifact(path)
         if name == "tvm-local" and not runs_here(path):
+            gpu = (read_manifest(path).get("runtime") or {}).get("device") == "opencl"
+            if gpu and not rpc:  # its kernels run on the local OpenCL device; --rpc sends it to a phone
+                specs.append(_spec("tvm-opencl", path, rpc, rpc_inputs))
+                continue
             if not rpc:
                 target = read_manifest(path).get("target", {}).get("name", "?")
                 raise UsageError(f"{path} is a {target} bundle, which does not run on this machine",
@@ -42,7 +46,7 @@ def _spec(name, path, rpc, rpc_inputs) -> BackendSpec:
 
         parse_rpc(rpc)  # a malformed address fails before any slow step
         return BackendSpec(name, str(path), {"rpc": rpc}, max_inputs=rpc_inputs)
-    if name == "tvm-qemu":  # minutes per input under emulation
+    if name in ("tvm-qemu", "tvm-opencl"):  # minutes per input under emulation, 15-80 s on PoCL
         return BackendSpec(name, str(path), max_inputs=rpc_inputs)
     return BackendSpec(name, str(path))
 

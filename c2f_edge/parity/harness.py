@@ -49,8 +49,7 @@ def run_parity(specs: list[BackendSpec], inputs: InputSet, reference: BackendSpe
     ref_backend = make_backend(reference.name, reference.artifact, reference.options)
     with _step(stages, f"reference: {ref_backend.label} on {len(inputs)} inputs"):
         ref_out = _run_all(ref_backend, inputs.x)
-    # Localization needs the reference's torch modules; an ONNX Runtime reference has none.
-    names = localize.boundaries(ref_backend.model) if hasattr(getattr(ref_backend, "model", None), "stages") else []
+    names = ref_backend.boundaries()  # where a divergence can be localized ([]: not with this reference)
     entries = []
     for spec in specs:
         x = inputs.x[:spec.max_inputs] if spec.max_inputs else inputs.x

@@ -16,6 +16,7 @@ out; the divergence starts at the first boundary after the last one that matched
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,12 +26,28 @@ from c2f_edge.core.metrics import activation_error
 
 def boundaries(model) -> list[str]:
     """Module boundaries of a Conv2Former, in execution order."""
+    return boundaries_of_depths([len(stage) for stage in model.stages])
+
+
+def boundaries_of_depths(depths: list[int]) -> list[str]:
+    """Module boundaries of a Conv2Former with `depths` blocks per stage, in execution order."""
     out = []
-    for i, stage in enumerate(model.stages):
+    for i, depth in enumerate(depths):
         out.append(f"downsample_layers.{i}")
-        for j in range(len(stage)):
+        for j in range(depth):
             out += [f"stages.{i}.{j}.attn", f"stages.{i}.{j}.mlp", f"stages.{i}.{j}"]
     return out + ["head", "pred"]
+
+
+def depths_of_scopes(scopes) -> list[int]:
+    """Blocks per stage, from the module paths (`stages.I.J...`) an exported graph's nodes carry."""
+    depths: dict[int, int] = {}
+    for name in scopes:
+        m = re.match(r"stages\.(\d+)\.(\d+)(\.|$)", name)
+        if m:
+            i, j = int(m.group(1)), int(m.group(2))
+            depths[i] = max(depths.get(i, 0), j + 1)
+    return [depths.get(i, 0) for i in range(max(depths) + 1)] if depths else []
 
 
 def block_of(boundary: str) -> str:

@@ -16,20 +16,6 @@ import pytest
 from c2f_edge.backend import targets
 
 
-@pytest.fixture(scope="module")
-def cl_device():
-    """tvm.opencl(0) with our runtime loaded. Skips where setup-system has not installed an OpenCL driver
-    (headers and an ICD); where they are, the runtime must build and find the device."""
-    import tvm
-
-    from c2f_edge.board import opencl
-
-    if not Path("/usr/include/CL/cl.h").is_file() or not list(Path("/etc/OpenCL/vendors").glob("*.icd")):
-        pytest.skip("no OpenCL driver installed (PoCL): run `make setup-system` as root")
-    opencl.load()
-    return tvm.opencl(0)
-
-
 def _twin(name: str) -> dict:
     from c2f_edge.board.opencl import twin_target
 

@@ -123,3 +123,14 @@ def test_tvm_localization_over_rpc_calls_the_bundles_kernels_on_the_board(mutate
                      {"rpc": f"rpc://tracker@{rpc_tracker.address}/{host_rpc_server.key}"})
     _check_bundle_localization(loc)
     assert "over RPC" in loc["where"]
+
+
+def test_an_onnx_runtime_reference_knows_the_boundaries_its_export_recorded(onnx_artifact, tiny_conv2former_onnx):
+    # So a model with no registered variant (the tiny net) can still be localized against ONNX Runtime.
+    from c2f_edge.models import create_model
+    from c2f_edge.parity.backends import make_backend
+
+    assert make_backend("onnxruntime", str(onnx_artifact)).boundaries() == localize.boundaries(create_model("n"))
+    tiny = make_backend("onnxruntime", str(tiny_conv2former_onnx)).boundaries()
+    assert tiny == localize.boundaries_of_depths([1, 1, 1, 1])
+    assert localize.depths_of_scopes(["stages.0.1.attn", "stages.1.0", "stem", "stages.1.2.mlp.fc1"]) == [2, 3]

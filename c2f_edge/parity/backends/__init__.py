@@ -2,7 +2,8 @@
 
     torch.py        the fp32 reference
     onnxruntime.py  ONNX Runtime on model.onnx (simplified or raw)
-    tvm.py          TVM bundles: tvm-local, tvm-rpc (a board or the emulated one), tvm-qemu (ARM kernels)
+    tvm.py          TVM bundles: tvm-local, tvm-rpc (a board or the emulated one), tvm-qemu (ARM kernels),
+                    tvm-opencl (GPU kernels on the local OpenCL device)
     coreml.py       Core ML packages
 
 base.py holds the protocol (`Backend`) and the registry.

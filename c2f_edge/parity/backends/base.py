@@ -45,6 +45,11 @@ class Backend:
         """Activations at module boundaries (see parity.localize) for one input; a subset is fine."""
         raise UnsupportedError(f"backend {self.name} cannot expose intermediate values")
 
+    def boundaries(self) -> list[str]:
+        """As a reference: the module boundaries it can report activations at, in execution order
+        (parity.localize); [] when it cannot serve as the reference of a localization."""
+        return []
+
     @property
     def label(self) -> str:
         return self.name

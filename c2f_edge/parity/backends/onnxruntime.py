@@ -40,6 +40,15 @@ class OnnxRuntimeBackend(Backend):
     def run(self, x):
         return run_ort(self.session, x)
 
+    def boundaries(self):
+        """From the module paths the export recorded (its scopes): a Conv2Former of any depths."""
+        from c2f_edge.export import scopes
+        from c2f_edge.parity.localize import boundaries_of_depths, depths_of_scopes
+
+        names = {s for _, node_scopes in scopes.scopes_for(self.model, self.path) for s in node_scopes}
+        depths = depths_of_scopes(names)
+        return boundaries_of_depths(depths) if depths else []
+
     def probe(self, x, boundaries):
         from c2f_edge.export import scopes
 

@@ -33,6 +33,11 @@ class TorchBackend(Backend):
         with torch.no_grad():
             return self.model(torch.from_numpy(np.array(x, np.float32))).numpy()
 
+    def boundaries(self):
+        from c2f_edge.parity.localize import boundaries
+
+        return boundaries(self.model)
+
     def probe(self, x, boundaries):
         from c2f_edge.parity.localize import reference_activations
 

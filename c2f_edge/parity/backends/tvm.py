@@ -161,3 +161,45 @@ class TvmQemuBackend(_TvmBase):
 
         _, outputs = run_bundle(self.artifact, np.ascontiguousarray(x, np.float32), capture=True)
         return KernelOutputs(outputs, self.device)
+
+
+@register_backend
+class TvmOpenCLBackend(_TvmBase):
+    """A GPU bundle (mali, adreno) whose OpenCL kernels run on this machine's OpenCL device (PoCL here, a
+    GPU where there is one) through our OpenCL runtime. The host code is its twin's, built for this
+    machine from the same ONNX file; the twin is used only when its OpenCL module is byte-identical to
+    the bundle's (compile.twin). Results only: PoCL's timings say nothing about a phone's GPU."""
+
+    name = "tvm-opencl"
+    description = "GPU (OpenCL) TVM bundle: its kernels on the local OpenCL device"
+
+    def __init__(self, artifact, options):
+        super().__init__(artifact, options)
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
+
+        from c2f_edge.board import opencl
+        from c2f_edge.compile.bundle import BundleRunner
+        from c2f_edge.compile.twin import opencl_twin
+
+        self._load_manifest()
+        opencl.load()
+        self.twin = opencl_twin(self.artifact)
+        self.dev = tvm.opencl(0)
+        lib = tvm.runtime.load_module(str(self.twin / LIBRARY))
+        self.runner = BundleRunner(VirtualMachine(lib, self.dev), self.dev, self.manifest)
+        self.device = f"{opencl.device_name()} (OpenCL; the bundle's kernels, its twin's host code)"
+
+    def run(self, x):
+        return self.runner(x)
+
+    def probe(self, x, boundaries):
+        """The bundle's kernels on the OpenCL device, with every kernel's output copied back."""
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
+
+        from c2f_edge.backend.kernel_trace import capture_kernel_outputs
+
+        vm = VirtualMachine(tvm.runtime.load_module(str(self.twin / LIBRARY)), self.dev)
+        _, outputs = capture_kernel_outputs(vm, x, self.dev)
+        return KernelOutputs(outputs, self.device)

@@ -79,6 +79,14 @@ def device_problem() -> str | None:
     return None if tvm.opencl(0).exist else "the OpenCL runtime reports no device 0"
 
 
+def launches() -> dict[str, int]:
+    """The largest work-group (work items) each kernel was launched with in this process so far."""
+    import tvm
+
+    load()
+    return {str(k): int(v) for k, v in tvm.get_global_func("c2f_edge.opencl.launches")().items()}
+
+
 def device_name() -> str:
     import tvm
 

@@ -11,6 +11,7 @@
 #define CL_TARGET_OPENCL_VERSION 200
 #include <CL/cl.h>
 #include <tvm/ffi/cast.h>
+#include <tvm/ffi/container/map.h>
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/reflection/registry.h>
@@ -113,6 +114,17 @@ T DeviceValue(cl_device_id d, cl_device_info what) {
 }
 
 thread_local int current_device = 0;
+
+// The largest work-group each kernel was launched with: a phone's GPU allows far fewer work items per
+// group than PoCL, so board/opencl.py checks these against the target's limit.
+std::mutex launches_mutex;
+std::unordered_map<std::string, int64_t> largest_group;
+
+void RecordLaunch(const std::string& kernel, int64_t items) {
+  std::lock_guard<std::mutex> lock(launches_mutex);
+  int64_t& seen = largest_group[kernel];
+  seen = std::max(seen, items);
+}
 
 class OpenCLDeviceAPI final : public DeviceAPI {
  public:
@@ -386,6 +398,7 @@ class OpenCLModule final : public ffi::ModuleObj {
       local[d] = size[3 + d];
     }
     if (global[0] * global[1] * global[2] == 0) return;  // an empty launch (a zero-sized tensor)
+    RecordLaunch(k.name, static_cast<int64_t>(local[0] * local[1] * local[2]));
     cl_int err = clEnqueueNDRangeKernel(GetPlatform().queue(dev), kernel, work_dim, nullptr, global, local, 0,
                                         nullptr, nullptr);
     if (err == CL_INVALID_WORK_GROUP_SIZE || err == CL_INVALID_WORK_ITEM_SIZE) {
@@ -424,7 +437,13 @@ TVM_FFI_STATIC_INIT_BLOCK() {
            [](const ffi::Bytes& bytes) -> ffi::Module {
              return ffi::Module(ffi::make_object<OpenCLModule>(std::string(bytes.data(), bytes.size())));
            })
-      .def("c2f_edge.opencl.problem", []() -> ffi::String { return ffi::String(GetPlatform().problem); });
+      .def("c2f_edge.opencl.problem", []() -> ffi::String { return ffi::String(GetPlatform().problem); })
+      .def("c2f_edge.opencl.launches", []() -> ffi::Map<ffi::String, int64_t> {
+        std::lock_guard<std::mutex> lock(launches_mutex);
+        ffi::Map<ffi::String, int64_t> out;
+        for (const auto& [name, items] : largest_group) out.Set(ffi::String(name), items);
+        return out;
+      });
 }
 
 }  // namespace c2f_opencl

@@ -26,7 +26,7 @@ from c2f_edge.core.artifacts import (
     tool_versions,
     write_json,
 )
-from c2f_edge.core.errors import ArtifactError, UsageError
+from c2f_edge.core.errors import ArtifactError, ToolchainError, UsageError
 from c2f_edge.core.onnx_file import INPUT_NAME, OUTPUT_NAME, graph_signature, load_onnx, static_input_shape
 from c2f_edge.core.progress import Stages
 from c2f_edge.export import DEFAULT_ONNX
@@ -109,6 +109,20 @@ def bundle_manifest(cfg: CompileConfig, spec, target_json: dict, onnx_model, onn
     )
 
 
+def check_gpu_limits(name: str, lib_path: Path, resolved: dict) -> dict:
+    """The OpenCL kernels against the GPU's limits that PoCL would not enforce (local memory, arguments);
+    a kernel over one fails the build, since it would fail on the phone."""
+    from c2f_edge.backend import opencl_module
+
+    kernels, _ = opencl_module.read(opencl_module.module_bytes(lib_path))
+    checked = opencl_module.limits(kernels, resolved)
+    if problems := opencl_module.over(checked):
+        raise ToolchainError(f"the {name} kernels do not fit the GPU: {problems[0]}",
+                             hint="a schedule exceeds the target's limits; check the target's "
+                                  "max_shared_memory_per_block / max_function_args")
+    return {"kernels": len(kernels), "limits": checked}
+
+
 def compile_bundle(cfg: CompileConfig) -> Path:
     """Build the bundle for cfg.target into cfg.out (default build/<target>). Returns the bundle dir."""
     from c2f_edge.backend import crosslink, precision, targets, tuning_db
@@ -161,6 +175,8 @@ def compile_bundle(cfg: CompileConfig) -> Path:
         manifest = bundle_manifest(cfg, spec, target_json, onnx_model, onnx_path, source, shape, signature, log,
                                    tuning_note, linker, built["device_modules"], lib_path)
         manifest["tuning"]["kernels"] = built["kernels"]
+        if manifest["runtime"]["device"] == "opencl":
+            manifest["opencl"] = check_gpu_limits(spec.name, lib_path, manifest["target"]["resolved"])
         if log:
             manifest["tuning"]["log"]["records_used"] = built["records_used"]
         write_json(tmp / MANIFEST, manifest)  # draft: loaders and verifiers read it

@@ -20,18 +20,16 @@ from c2f_edge.core.cache import cache_dir
 from c2f_edge.core.errors import ArtifactError, UsageError
 
 CACHE = "opencl-twins"  # under core.cache.cache_root()
-GPU_KIND = "opencl"
+GPU_KIND = "opencl"  # a bundle's runtime device
 
 
 def shipped_modules(so_path: str | Path) -> dict[str, bytes]:
     """What a twin must share with its bundle: the serialized OpenCL module (kernel table and source) and
     the VM executable (bytecode and weights) inside a model.so."""
-    from c2f_edge.backend.bundle_file import VM_KIND, read_blob
+    from c2f_edge.backend import opencl_module
+    from c2f_edge.backend.bundle_file import vm_executable_bytes
 
-    modules = {kind: data for kind, data in read_blob(Path(so_path).read_bytes()).modules if data is not None}
-    if GPU_KIND not in modules:
-        raise ArtifactError(f"{so_path} holds no OpenCL module", hint="compile it with --target mali or adreno")
-    return {"OpenCL kernels": modules[GPU_KIND], "VM bytecode and weights": modules.get(VM_KIND, b"")}
+    return {"OpenCL kernels": opencl_module.module_bytes(so_path), "VM bytecode and weights": vm_executable_bytes(so_path)}
 
 
 def _source_onnx(bundle: Path, manifest: dict) -> Path:
@@ -64,7 +62,7 @@ def opencl_twin(bundle: str | Path) -> Path:
         config = manifest.get("config") or {}
         compile_bundle(CompileConfig(
             target=json.dumps(twin_target(manifest["target"]["json"])), onnx=str(onnx),
-            tuning_log=(manifest.get("tuning") or {}).get("log") or "none", out=str(out), verify="none",
+            tuning_log=((manifest.get("tuning") or {}).get("log") or {}).get("path") or "none", out=str(out), verify="none",
             precision=config.get("precision") or "fp32"))
     ours, theirs = shipped_modules(out / LIBRARY), shipped_modules(bundle / LIBRARY)
     if differ := [what for what in theirs if ours[what] != theirs[what]]:

@@ -29,6 +29,13 @@ def test_a_mali_bundle_passes_on_the_local_opencl_device(cl_device, tiny_mali, t
     assert entry["status"] == "pass", entry["failures"]
     assert entry["metrics"]["max_abs_diff"] < 1e-4
     assert "OpenCL" in entry["device"] and entry["label"] == "tvm-opencl[mali]"
+    # What PoCL would not enforce, against mali's limits: checked at compile time and after the run.
+    limits = entry["gpu_limits"]
+    assert set(limits) == {"local memory (bytes)", "kernel arguments", "work items per group"}
+    assert all(0 < c["used"] <= c["limit"] for c in limits.values()), limits
+    assert limits["work items per group"]["limit"] == 256
+    compiled = json.loads((tiny_mali / "manifest.json").read_text())["opencl"]
+    assert compiled["limits"]["local memory (bytes)"] == limits["local memory (bytes)"]
 
 
 def test_an_adreno_bundle_passes_on_the_local_opencl_device(cl_device, tiny_adreno, tiny_conv2former_onnx):

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from c2f_edge.backend import opencl_module
 from c2f_edge.compile.bundle import LIBRARY
 from c2f_edge.core.errors import (
     ArtifactError,
     C2FError,
     RemoteError,
+    UnsupportedError,
     UsageError,
     first_line,
 )
@@ -191,7 +193,22 @@ class TvmOpenCLBackend(_TvmBase):
         self.device = f"{opencl.device_name()} (OpenCL; the bundle's kernels, its twin's host code)"
 
     def run(self, x):
-        return self.runner(x)
+        out = self.runner(x)
+        if over := opencl_module.over(self.gpu_limits()):  # would fail on the phone, if not here
+            raise UnsupportedError(f"{self.label}: {over[0]}", hint="a GPU schedule exceeds the target's limits")
+        return out
+
+    def gpu_limits(self) -> dict:
+        """The target's limits against the kernels' local memory and arguments, and the work-groups they
+        were launched with here."""
+        from c2f_edge.board import opencl
+
+        kernels, _ = opencl_module.read(opencl_module.module_bytes(self.artifact / LIBRARY))
+        launched = {k: v for k, v in opencl.launches().items() if k in kernels}
+        return opencl_module.limits(kernels, self.manifest["target"]["resolved"], launched)
+
+    def info(self):
+        return {**super().info(), "gpu_limits": self.gpu_limits()}
 
     def probe(self, x, boundaries):
         """The bundle's kernels on the OpenCL device, with every kernel's output copied back."""

@@ -6,6 +6,9 @@
   python scripts/rpc_services.py server start --tracker 127.0.0.1:9190 --key farm --count 3 --delay 0.5
                                                                # a farm of 3 host "boards", each timed run
                                                                # 0.5 s longer (stand-ins for slow boards)
+  python scripts/rpc_services.py server start --tracker 127.0.0.1:9190 --key opencl --opencl
+                                                               # a local OpenCL board: our OpenCL runtime on
+                                                               # PoCL; runs bundles built --target opencl-x86
   python scripts/rpc_services.py board start --tracker 127.0.0.1:9190 --key arm64-emu   # emulated aarch64
   python scripts/rpc_services.py board status
   python scripts/rpc_services.py board stop                    # kills the whole process group
@@ -44,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pid-file", help="where to record the handle (default: <cache>/run/<service>.json)")
     p.add_argument("--timeout", type=float, help="seconds to wait for readiness")
     p.add_argument("--count", type=int, default=1, help="server start: this many servers under one key (a farm)")
+    p.add_argument("--opencl", action="store_true",
+                   help="server start: a local OpenCL board (our OpenCL runtime loaded; a test stand-in for a "
+                        "Mali or Adreno phone, whose timings mean nothing)")
     p.add_argument("--delay", type=float, default=0.0,
                    help="server start: extra seconds per timed run, a stand-in for a slower board")
     a = p.parse_args(argv)
@@ -71,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.count < 1 or a.delay < 0:
         raise C2FError("--count must be >= 1 and --delay >= 0", hint="e.g. --count 3 --delay 0.5")
-    if (a.count > 1 or a.delay) and a.service != "server":
-        raise C2FError("--count and --delay are for `server start`", hint="start a farm of host servers")
+    if (a.count > 1 or a.delay or a.opencl) and a.service != "server":
+        raise C2FError("--count, --delay and --opencl are for `server start`", hint="start a farm of host servers")
     files = [pid_file] if a.count == 1 else [pid_file.with_name(f"{pid_file.stem}-{i}.json")
                                              for i in range(1, a.count + 1)]
     for f in files:
@@ -89,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.service == "tracker":
             svc = rpc.start_tracker(**kw)
         elif a.service == "server":
-            svc = rpc.start_host_server(tracker=tracker, key=a.key or "host", delay_s=a.delay, **kw)
+            svc = rpc.start_host_server(tracker=tracker, key=a.key or ("opencl" if a.opencl else "host"),
+                                        delay_s=a.delay, opencl=a.opencl, **kw)
         else:
             svc = emulator.start_board(tracker=tracker, key=a.key or emulator.DEFAULT_KEY, **kw)
         print(json.dumps(svc.to_json(), indent=2))

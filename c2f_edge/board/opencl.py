@@ -53,9 +53,9 @@ def runtime_library() -> Path:
     return native.build("libtvm_runtime_opencl.so", [SOURCE], ["g++"], args, hint=SETUP_HINT)
 
 
-def load() -> Path:
-    """Build (if needed) and load the runtime into this process; then `tvm.opencl(0)` works and bundles with
-    OpenCL kernels load. Raises UnsupportedError, one line, when there is no OpenCL device."""
+def load_library() -> Path:
+    """Build (if needed) and load the runtime into this process without touching the driver: OpenCL
+    drivers (PoCL's threads) do not survive a fork, so a server that forks per session loads only this."""
     global _loaded
     if _loaded is None:
         import tvm
@@ -64,6 +64,13 @@ def load() -> Path:
         if not tvm.runtime.enabled("opencl"):  # another OpenCL runtime (a TVM built from source) wins
             ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
         _loaded = lib
+    return _loaded
+
+
+def load() -> Path:
+    """Build (if needed) and load the runtime into this process; then `tvm.opencl(0)` works and bundles with
+    OpenCL kernels load. Raises UnsupportedError, one line, when there is no OpenCL device."""
+    load_library()
     if problem := device_problem():
         raise UnsupportedError(f"no OpenCL device to run on: {problem}", hint=SETUP_HINT)
     return _loaded

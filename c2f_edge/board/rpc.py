@@ -272,12 +272,17 @@ def start_tracker(host: str = DEFAULT_HOST, port: int | None = None, pid_file=No
 
 def start_host_server(tracker: str | Service | None = None, key: str = "host", host: str = DEFAULT_HOST,
                       port: int | None = None, pid_file=None, timeout: float = READY_TIMEOUT,
-                      name: str | None = None, delay_s: float = 0.0) -> Service:
+                      name: str | None = None, delay_s: float = 0.0, opencl: bool = False) -> Service:
     """Start `python -m tvm.exec.rpc_server` on this machine, registered with `tracker` under `key`.
-    delay_s > 0: a stand-in for a slower board, each timed run that much longer (board.delayed_server)."""
+    delay_s > 0: a stand-in for a slower board, each timed run that much longer (board.delayed_server).
+    opencl: a local OpenCL board, with our OpenCL runtime loaded (board.opencl_server)."""
     tracker_addr = tracker.address if isinstance(tracker, Service) else tracker
     port = port or free_port(host)
-    module = ["c2f_edge.board.delayed_server", "--delay", str(delay_s)] if delay_s else ["tvm.exec.rpc_server"]
+    if opencl and delay_s:
+        raise UsageError("a server is either delayed or an OpenCL board, not both",
+                         hint="start them as two servers under their own keys")
+    module = (["c2f_edge.board.opencl_server"] if opencl else
+              ["c2f_edge.board.delayed_server", "--delay", str(delay_s)] if delay_s else ["tvm.exec.rpc_server"])
     cmd = [sys.executable, "-m", *module, "--host", host, "--port", str(port),
            "--port-end", str(port + 1), "--key", key]
     if tracker_addr:
@@ -323,7 +328,8 @@ def host_server(tracker: str | Service | None = None, key: str = "host", **kw):
         svc.stop()
 
 
-_MARKERS = {"tracker": ("rpc_tracker",), "server": ("rpc_server", "delayed_server"), "board": ("guest_server",)}
+_MARKERS = {"tracker": ("rpc_tracker",), "server": ("rpc_server", "delayed_server", "opencl_server"),
+            "board": ("guest_server",)}
 
 
 def _looks_like(svc: Service) -> bool:

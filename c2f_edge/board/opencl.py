@@ -8,7 +8,8 @@ OpenCL device (apt: APT_PACKAGES, installed by `make setup-system`); on a machin
 same library runs the kernels there.
 
 A GPU bundle's host code is built for the board's CPU; `twin_target` gives the same GPU target with this
-machine as the host. Its OpenCL kernels are the ones that ship, and they run here.
+machine as the host (that of the test target `opencl-x86`). Its OpenCL kernels are the ones that ship, and
+they run here, or on the local OpenCL board (board.opencl_server).
 
     python -m c2f_edge.board.opencl setup    build the runtime (cached) and name the device it finds
 """
@@ -26,8 +27,8 @@ SOURCE = Path(__file__).with_name("opencl_runtime.cc")
 # PoCL behind the ICD loader, the headers and libOpenCL.so to build against, clinfo to look, g++ to build.
 APT_PACKAGES = ("pocl-opencl-icd", "ocl-icd-libopencl1", "ocl-icd-opencl-dev", "opencl-headers", "clinfo", "g++")
 SETUP_HINT = "run `make setup-system` (as root it installs PoCL, then builds the runtime)"
-# The host a twin runs its host code on: this machine's CPU.
-TWIN_HOST = {"kind": "llvm"}
+# The test target whose host a twin takes: mali's kernels with this machine's CPU as host (targets/).
+TEST_TARGET = "opencl-x86"
 
 _loaded: Path | None = None
 
@@ -102,8 +103,12 @@ def device_name() -> str:
 
 
 def twin_target(target: dict) -> dict:
-    """A GPU target JSON with this machine as its host: the same device code, host code that runs here."""
-    return {**{k: v for k, v in target.items() if k != "host"}, "host": dict(TWIN_HOST)}
+    """A GPU target JSON with this machine as its host (the test target's): the same device code, host code
+    that runs here."""
+    from c2f_edge.backend import targets
+
+    host = targets.get(TEST_TARGET).to_json()["host"]
+    return {**{k: v for k, v in target.items() if k != "host"}, "host": dict(host)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
 
 from c2f_edge.backend import targets
 from c2f_edge.board.opencl import twin_target
@@ -31,3 +37,45 @@ def test_profile_per_op_lists_the_opencl_kernels_of_a_bundle_on_the_local_board(
     assert sum(r["share"] for r in rows) > 0.999
     assert any(r["kernel"].startswith("fused_conv2d") for r in rows)
     assert "Per-kernel breakdown" in printed
+
+
+def test_an_opencl_board_killed_mid_profile_ends_it_like_a_cpu_board(rpc_tracker, cl_device, tiny_opencl_x86):
+    """The server dies while samples are being taken: a RemoteError within the timeout, the samples so far
+    kept and the result marked incomplete (the same handling as a CPU board's, tests/profile)."""
+    from c2f_edge.board import rpc
+    from c2f_edge.core.errors import RemoteError
+    from c2f_edge.profile import ProfileConfig, profile, raise_if_incomplete
+
+    timeout = 30
+    server = rpc.start_host_server(tracker=rpc_tracker, key="opencl-kill", opencl=True)
+    lost_at = []
+
+    def on_event(ev):
+        if ev["event"] == "samples" and not lost_at:
+            lost_at.append(time.monotonic())
+            server.stop()
+
+    cfg = ProfileConfig(str(tiny_opencl_x86), mode="tracker", tracker=rpc_tracker.address, key="opencl-kill",
+                        repeat=200, warmup=1, timeout=timeout)
+    try:
+        result = profile(cfg, on_event=on_event)
+        done = time.monotonic()
+    finally:
+        server.stop()
+    assert lost_at, "no samples were measured before the board was lost"
+    assert done - lost_at[0] < timeout + 20
+    assert result["complete"] is False and result["error"]["stage"] == "timing"
+    assert 0 < result["latency_ms"]["samples"] < 200
+    with pytest.raises(RemoteError, match="incomplete") as e:
+        raise_if_incomplete(result)
+    assert "\n" not in str(e.value) and e.value.hint and e.value.exit_code == 3
+
+
+def test_an_opencl_board_without_a_device_refuses_to_start(cl_device, tmp_path):
+    env = {**os.environ, "OCL_ICD_VENDORS": str(tmp_path)}  # an empty directory: no OpenCL driver
+    proc = subprocess.run([sys.executable, "-m", "c2f_edge.board.opencl_server", "--port", "1"], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
+        ("error: no OpenCL device to run on: no OpenCL platform (is an ICD such as PoCL installed under "
+        "/etc/OpenCL/vendors?)")]

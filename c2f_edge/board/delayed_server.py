@@ -43,26 +43,15 @@ def _install_delay(delay_s: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from c2f_edge.board import rpc
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--delay", type=float, required=True, help="extra seconds per timed run")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--port-end", type=int)
-    p.add_argument("--tracker", help="HOST:PORT of the tracker to register with")
-    p.add_argument("--key", default="host")
+    rpc.server_arguments(p, key="host")
     a = p.parse_args(argv)
     if a.delay < 0:
         p.error("--delay must be >= 0")
-    from tvm import rpc
-
-    tracker = None
-    if a.tracker:
-        host, _, port = a.tracker.rpartition(":")
-        tracker = (host, int(port))
-    server = rpc.Server(a.host, a.port, a.port_end or a.port + 1, key=a.key, tracker_addr=tracker,
-                        server_init_callback=functools.partial(_install_delay, a.delay))
-    server.proc.join()
-    return 0
+    return rpc.serve(a, functools.partial(_install_delay, a.delay))
 
 
 if __name__ == "__main__":

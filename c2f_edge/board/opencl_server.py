@@ -24,12 +24,10 @@ def _load_runtime() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from c2f_edge.board import rpc
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--port-end", type=int)
-    p.add_argument("--tracker", help="HOST:PORT of the tracker to register with")
-    p.add_argument("--key", default="opencl")
+    rpc.server_arguments(p, key="opencl")
     a = p.parse_args(argv)
     # Fail here, in one line, rather than in the first session: the device is probed in a child process,
     # so that this one never starts the driver.
@@ -38,16 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if probe.returncode:
         return probe.returncode
     _load_runtime()
-    from tvm import rpc
-
-    tracker = None
-    if a.tracker:
-        host, _, port = a.tracker.rpartition(":")
-        tracker = (host, int(port))
-    server = rpc.Server(a.host, a.port, a.port_end or a.port + 1, key=a.key, tracker_addr=tracker,
-                        server_init_callback=_load_runtime)
-    server.proc.join()
-    return 0
+    return rpc.serve(a, _load_runtime)
 
 
 if __name__ == "__main__":

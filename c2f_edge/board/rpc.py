@@ -308,6 +308,32 @@ def start_host_server(tracker: str | Service | None = None, key: str = "host", h
     return svc
 
 
+def server_arguments(parser, key: str) -> None:
+    """The command line of a server module of ours (board.delayed_server, board.opencl_server): what
+    start_host_server passes to it."""
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port-end", type=int)
+    parser.add_argument("--tracker", help="HOST:PORT of the tracker to register with")
+    parser.add_argument("--key", default=key)
+
+
+def serve(args, init=None) -> int:
+    """Run TVM's RPC server with `server_arguments`' values until it exits. `init` runs in the server
+    process before it forks a child per session (so it is passed pickled by reference: a module-level
+    function or a functools.partial of one)."""
+    from tvm import rpc as tvm_rpc
+
+    tracker_addr = None
+    if args.tracker:
+        host, _, port = args.tracker.rpartition(":")
+        tracker_addr = (host, int(port))
+    server = tvm_rpc.Server(args.host, args.port, args.port_end or args.port + 1, key=args.key,
+                            tracker_addr=tracker_addr, server_init_callback=init)
+    server.proc.join()
+    return 0
+
+
 @contextlib.contextmanager
 def tracker(**kw):
     """`with rpc.tracker() as t:` a tracker on 127.0.0.1 and a free port; stopped on exit."""

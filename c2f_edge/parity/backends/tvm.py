@@ -190,6 +190,7 @@ class TvmOpenCLBackend(_TvmBase):
         self.dev = tvm.opencl(0)
         lib = tvm.runtime.load_module(str(self.twin / LIBRARY))
         self.runner = BundleRunner(VirtualMachine(lib, self.dev), self.dev, self.manifest)
+        self.kernels, _ = opencl_module.read(opencl_module.module_bytes(self.artifact / LIBRARY))
         self.device = f"{opencl.device_name()} (OpenCL; the bundle's kernels, its twin's host code)"
 
     def run(self, x):
@@ -203,9 +204,8 @@ class TvmOpenCLBackend(_TvmBase):
         were launched with here."""
         from c2f_edge.board import opencl
 
-        kernels, _ = opencl_module.read(opencl_module.module_bytes(self.artifact / LIBRARY))
-        launched = {k: v for k, v in opencl.launches().items() if k in kernels}
-        return opencl_module.limits(kernels, self.manifest["target"]["resolved"], launched)
+        launched = {k: v for k, v in opencl.launches().items() if k in self.kernels}
+        return opencl_module.limits(self.kernels, self.manifest["target"]["resolved"], launched)
 
     def info(self):
         return {**super().info(), "gpu_limits": self.gpu_limits()}

@@ -146,7 +146,7 @@ def test_tune_fp16_tunes_the_fp16_kernels_into_their_own_log(tiny_conv2former_on
                         work_dir=str(tmp_path / "refused")))
     assert not (tmp_path / "refused").exists()
     work = tmp_path / "log"
-    tune(TuneConfig(target="rpi5", emulated=True, precision="fp16", trials=4, trials_per_round=2, max_tasks=1,
+    tune(TuneConfig(target="rpi5", emulated=True, precision="fp16", trials=2, trials_per_round=2, max_tasks=1,
                     onnx=str(tiny_conv2former_onnx), work_dir=str(work)))
     assert json.loads((work / "meta.json").read_text())["precision"] == "fp16"
     bundle = tmp_path / "bundle"

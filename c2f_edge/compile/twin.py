@@ -32,16 +32,18 @@ def shipped_modules(so_path: str | Path) -> dict[str, bytes]:
     return {"OpenCL kernels": opencl_module.module_bytes(so_path), "VM bytecode and weights": vm_executable_bytes(so_path)}
 
 
-def _source_onnx(bundle: Path, manifest: dict) -> Path:
+def _source_onnx(bundle: Path, manifest: dict) -> tuple[Path, str]:
+    """The ONNX file the bundle was built from, and its sha256 (checked against the manifest's)."""
     onnx = manifest.get("onnx") or {}
     path = Path((manifest.get("config") or {}).get("onnx") or onnx.get("path") or "")
     if not path.is_file():
         raise ArtifactError(f"the ONNX file {bundle} was built from is gone ({path})",
                             hint="rebuild the bundle with `c2f-edge compile`; its twin is built from the same file")
-    if onnx.get("sha256") and sha256_file(path) != onnx["sha256"]:
+    sha = sha256_file(path)
+    if onnx.get("sha256") and sha != onnx["sha256"]:
         raise ArtifactError(f"{path} changed since {bundle} was built from it",
                             hint="rebuild the bundle with `c2f-edge compile`, then check it")
-    return path
+    return path, sha
 
 
 def opencl_twin(bundle: str | Path) -> Path:
@@ -55,15 +57,15 @@ def opencl_twin(bundle: str | Path) -> Path:
     if device != GPU_KIND:
         raise UsageError(f"{bundle} is a {device} bundle; tvm-opencl checks OpenCL bundles (mali, adreno)",
                          hint="use tvm-local for host bundles, --rpc or tvm-qemu for ARM CPU bundles")
-    onnx = _source_onnx(bundle, manifest)
-    key = hashlib.sha256(f"{manifest['files'][LIBRARY]['sha256']} {sha256_file(onnx)}".encode()).hexdigest()
+    onnx, onnx_sha = _source_onnx(bundle, manifest)
+    key = hashlib.sha256(f"{manifest['files'][LIBRARY]['sha256']} {onnx_sha}".encode()).hexdigest()
     out = cache_dir(CACHE) / key[:16]
     if not (out / LIBRARY).is_file():
         config = manifest.get("config") or {}
+        log = ((manifest.get("tuning") or {}).get("log") or {}).get("path") or "none"
         compile_bundle(CompileConfig(
-            target=json.dumps(twin_target(manifest["target"]["json"])), onnx=str(onnx),
-            tuning_log=((manifest.get("tuning") or {}).get("log") or {}).get("path") or "none", out=str(out), verify="none",
-            precision=config.get("precision") or "fp32"))
+            target=json.dumps(twin_target(manifest["target"]["json"])), onnx=str(onnx), tuning_log=log,
+            out=str(out), verify="none", precision=config.get("precision") or "fp32"))
     ours, theirs = shipped_modules(out / LIBRARY), shipped_modules(bundle / LIBRARY)
     if differ := [what for what in theirs if ours[what] != theirs[what]]:
         raise ArtifactError(f"the {' and the '.join(differ)} of {bundle}'s twin differ from the bundle's own",

@@ -118,7 +118,8 @@ def time_it(fn, warmup: int, runs: int, max_s: float) -> tuple[list[float], obje
     return out, last
 
 
-def load_torch(x, threads: int, channels_last: bool):
+def load_torch(x, threads: int, channels_last: bool = False, compiled: bool = False):
+    """Eager PyTorch (NCHW or channels_last), or torch.compile's inductor with freezing."""
     import torch
 
     from c2f_edge.models.weights import load_model
@@ -130,30 +131,15 @@ def load_torch(x, threads: int, channels_last: bool):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         xt = xt.contiguous(memory_format=torch.channels_last)
+    if compiled:
+        import torch._inductor.config as inductor
+
+        inductor.freezing = True  # weights become constants: what a deployment would compile
+        model = torch.compile(model, backend="inductor")
 
     @torch.inference_mode()
     def run():
         return model(xt)
-
-    return run
-
-
-def load_torch_compile(x, threads: int):
-    import torch
-    import torch._inductor.config as inductor
-
-    from c2f_edge.models.weights import load_model
-
-    torch.set_num_threads(threads)
-    inductor.freezing = True  # weights become constants: what a deployment would compile
-    model, _ = load_model("n", weights="synthetic", seed=0)
-    model.eval()
-    compiled = torch.compile(model, backend="inductor")
-    xt = torch.from_numpy(x)
-
-    @torch.inference_mode()
-    def run():
-        return compiled(xt)
 
     return run
 
@@ -185,10 +171,8 @@ def load_tvm(bundle: str, x):
 
 
 def load_backend(name: str, model: str | None, x, threads: int):
-    if name == "torch_compile":
-        return load_torch_compile(x, threads)
     if name.startswith("torch"):
-        return load_torch(x, threads, channels_last=name == "torch_channels_last")
+        return load_torch(x, threads, channels_last=name == "torch_channels_last", compiled=name == "torch_compile")
     if name == "onnxruntime":
         return load_ort(model, x, threads)
     if name == "openvino":

@@ -324,10 +324,7 @@ def serve(args, init=None) -> int:
     function or a functools.partial of one)."""
     from tvm import rpc as tvm_rpc
 
-    tracker_addr = None
-    if args.tracker:
-        host, _, port = args.tracker.rpartition(":")
-        tracker_addr = (host, int(port))
+    tracker_addr = parse_addr(args.tracker, "--tracker") if args.tracker else None
     server = tvm_rpc.Server(args.host, args.port, args.port_end or args.port + 1, key=args.key,
                             tracker_addr=tracker_addr, server_init_callback=init)
     server.proc.join()

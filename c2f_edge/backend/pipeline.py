@@ -42,6 +42,7 @@ def legalize_and_fuse_passes(cpu: bool, blocked: bool = True, precision: Precisi
 
     from c2f_edge.backend.legalize.gelu import gelu_legalizer
 
+    precision = precision.for_device(gpu=not cpu)
     custom = {"relax.nn.gelu": gelu_legalizer(precision.gelu)}
     rewrites, layout = [], []
     # After the decompositions, so that the inference BatchNorms (a per-channel scale and shift) run in
@@ -50,7 +51,15 @@ def legalize_and_fuse_passes(cpu: bool, blocked: bool = True, precision: Precisi
     if precision.mixed:
         from c2f_edge.backend.passes.widen_classifier import widen_classifier
 
-        mixed = [T.ToMixedPrecision(out_dtype=precision.dtype), widen_classifier(), T.FoldConstant()]
+        mixed = [T.ToMixedPrecision(out_dtype=precision.sums), widen_classifier(), T.FoldConstant()]
+    if precision.mixed and not cpu:
+        # The norm as one kernel whose statistics are fp32 (unfused, its ops would follow the fp16 input);
+        # fp32 GPU builds keep the unfused chain, and so their kernels (and tuning records).
+        from c2f_edge.backend.legalize.layer_norm import layer_norm_legalizer
+        from c2f_edge.backend.passes.fuse_channel_norm import fuse_channel_norm
+
+        rewrites.append(fuse_channel_norm())
+        custom["relax.nn.layer_norm"] = layer_norm_legalizer(precision.norm_stats)
     if cpu:
         from c2f_edge.backend.legalize.conv2d_packed import conv2d_legalizer
         from c2f_edge.backend.legalize.layer_norm import layer_norm_legalizer

@@ -1,4 +1,4 @@
-"""Compute precision of a CPU bundle: what runs in which dtype, and which cores can run it.
+"""Compute precision of a bundle: what runs in which dtype, and which cores or GPUs can run it.
 
 fp16 is Relax's ToMixedPrecision (fp16 weights, activations and conv/matmul accumulators) with these
 exceptions, decided by measurement and recorded in the bundle's manifest:
@@ -10,11 +10,14 @@ exceptions, decided by measurement and recorded in the bundle's manifest:
 And one change of order: a dense conv sums 16 products (at most one register of lanes: 8 on NEON) into a
 partial sum before adding it to its running fp16 sum, so the large sum is rounded once per chunk, not at
 every product.
+
+On GPUs (OpenCL half, `cl_khr_fp16`) the same fp16 build keeps one more thing in fp32: the conv and
+matmul sums (`for_device`). See FP16_GPU for why.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from c2f_edge.core.errors import UsageError
 
@@ -26,18 +29,33 @@ class Precision:
     norm_stats: str  # the LayerNorm sums, mean and variance
     gelu: str  # what the GELU computes in (it reads and writes `dtype`)
     conv_chunk: int = 0  # fp16 dense convs: products per partial sum, added to the running sum (0: one sum)
+    accumulator: str = ""  # conv and matmul sums, when not `dtype` (ToMixedPrecision's out_dtype)
     kept_fp32: dict = field(default_factory=dict)  # what stays fp32 in an fp16 build, and why
 
     @property
     def mixed(self) -> bool:
         return self.dtype != "float32"
 
+    @property
+    def sums(self) -> str:
+        """The dtype conv and matmul results are summed in."""
+        return self.accumulator or self.dtype
+
+    def for_device(self, gpu: bool) -> Precision:
+        """This precision as built for a CPU or a GPU target (they differ in fp16: FP16_GPU)."""
+        return FP16_GPU if gpu and self.name == FP16.name else self
+
     def describe(self) -> dict:
         """The manifest's "precision" section."""
+        if self.conv_chunk:
+            sums = (f"{self.dtype} partial sums of {self.conv_chunk} products (at most one vector register of "
+                    f"lanes: 8 on NEON), added to the running {self.dtype} sum")
+        elif self.sums != self.dtype:
+            sums = f"{self.sums} products and sums of {self.dtype} inputs and weights, result stored as {self.dtype}"
+        else:
+            sums = self.dtype
         return {"name": self.name, "dtype": self.dtype, "norm_statistics": self.norm_stats, "gelu": self.gelu,
-                "conv_accumulation": (f"{self.dtype} partial sums of {self.conv_chunk} products (at most one "
-                                      f"vector register of lanes: 8 on NEON), added to the running {self.dtype} "
-                                      "sum" if self.conv_chunk else self.dtype),
+                "conv_accumulation": sums,
                 "boundary": "float32 input and logits", "kept_fp32": dict(self.kept_fp32)}
 
 
@@ -55,9 +73,20 @@ FP16 = Precision("fp16", "float16", "float32", "float32", conv_chunk=16, kept_fp
     "classifier sum": "its sums are the logits; 0.02% of the MACs",
     "input and logits": "the bundle's boundary: cast to fp16 after the input, to fp32 before the logits",
 })
+# On GPUs the conv sums stay fp32 (why: its kept_fp32); weights and activations are still fp16 in memory
+# (half the bytes moved) and the elementwise work is fp16. The CPU's chunked sums are a CPU layout
+# (passes/block_channels.py) that dlight's GPU schedules do not have.
+FP16_GPU = replace(FP16, conv_chunk=0, accumulator="float32", kept_fp32={
+    **{k: v for k, v in FP16.kept_fp32.items() if k != "classifier sum"},
+    "conv and matmul sums": "dlight's GPU kernels sum a whole conv in one running register; one fp16 running "
+                            "sum put Conv2Former-N 1.23% off on the CPU (fp16 class: 1%), and no GPU here "
+                            "can run half to measure better; products of fp16 values are exact in fp32",
+})
 PRECISIONS = {p.name: p for p in (FP32, FP16)}
 # What a CPU needs for fp16 arithmetic, per LLVM feature name (ARMv8.2 FP16, AVX512-FP16).
 FP16_FEATURES = ("fullfp16", "avx512fp16")
+# GPUs (TVM's OpenCL `device`) whose every OpenCL driver offers cl_khr_fp16: Mali since Midgard, Adreno.
+FP16_GPUS = ("mali", "adreno")
 
 
 def get(name: str) -> Precision:
@@ -97,9 +126,13 @@ def check(spec, precision: Precision) -> None:
     if not precision.mixed:
         return
     if spec.device != "CPU":
-        raise UsageError(f"--precision {precision.name}: {spec.name} is a GPU target; half precision on GPUs "
-                         "waits for the OpenCL runtime",
-                         hint="build it with --precision fp32 (the default)")
+        device = spec.canonical().get("device")
+        if spec.kind == "opencl" and device in FP16_GPUS:
+            return
+        raise UsageError(f"--precision {precision.name}: {spec.name} (a {spec.kind} GPU target, device "
+                         f"{device or 'not named'}) is not known to have half precision (cl_khr_fp16)",
+                         hint=f"GPU targets with it: OpenCL device {' or '.join(FP16_GPUS)} (--target mali, "
+                              "adreno); or build --precision fp32")
     if has_fp16(spec.to_json()):
         return
     core = spec.canonical().get("mcpu") or "its baseline CPU"

@@ -95,6 +95,21 @@ def launches() -> dict[str, int]:
     return {str(k): int(v) for k, v in tvm.get_global_func("c2f_edge.opencl.launches")().items()}
 
 
+def extensions() -> set[str]:
+    """The OpenCL extensions of device 0 (e.g. cl_khr_fp16, which fp16 bundles need)."""
+    import tvm
+
+    load()
+    return set(str(tvm.get_global_func("c2f_edge.opencl.extensions")()).split())
+
+
+def fp16_problem() -> str | None:
+    """Why device 0 cannot run half-precision kernels, or None."""
+    if "cl_khr_fp16" in extensions():
+        return None
+    return f"{device_name()} does not offer cl_khr_fp16 (OpenCL half precision)"
+
+
 def device_name() -> str:
     import tvm
 

@@ -106,6 +106,14 @@ std::string DeviceString(cl_device_id d, cl_device_info what) {
   return s;
 }
 
+bool HasExtension(cl_device_id d, const std::string& name) {
+  std::istringstream words(DeviceString(d, CL_DEVICE_EXTENSIONS));
+  std::string word;
+  while (words >> word)
+    if (word == name) return true;
+  return false;
+}
+
 template <typename T>
 T DeviceValue(cl_device_id d, cl_device_info what) {
   T v{};
@@ -323,6 +331,10 @@ class OpenCLModule final : public ffi::ModuleObj {
     if (programs_[dev] != nullptr) return programs_[dev];
     Platform& p = GetPlatform();
     cl_device_id device = p.device(dev);
+    // TVM's half kernels #error without the extension; say so before the driver's compiler does.
+    if (source_.find("cl_khr_fp16") != std::string::npos && !HasExtension(device, "cl_khr_fp16"))
+      Fail("these kernels compute in half precision, and " + DeviceString(device, CL_DEVICE_NAME) +
+           " does not offer cl_khr_fp16: run this fp16 bundle on a GPU that has it, or build --precision fp32");
     const char* src = source_.c_str();
     size_t len = source_.size();
     cl_int err;
@@ -438,6 +450,8 @@ TVM_FFI_STATIC_INIT_BLOCK() {
              return ffi::Module(ffi::make_object<OpenCLModule>(std::string(bytes.data(), bytes.size())));
            })
       .def("c2f_edge.opencl.problem", []() -> ffi::String { return ffi::String(GetPlatform().problem); })
+      .def("c2f_edge.opencl.extensions",
+           []() -> ffi::String { return ffi::String(DeviceString(GetPlatform().device(0), CL_DEVICE_EXTENSIONS)); })
       .def("c2f_edge.opencl.launches", []() -> ffi::Map<ffi::String, int64_t> {
         std::lock_guard<std::mutex> lock(launches_mutex);
         ffi::Map<ffi::String, int64_t> out;

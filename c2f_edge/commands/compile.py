@@ -31,12 +31,13 @@ precision: --precision fp16 stores weights and activations in half precision and
 another core via a target JSON with "+fullfp16"), or an x86 host with AVX512-FP16. The LayerNorm
 statistics (they overflow fp16), the GELU's arithmetic, the classifier's sums, the input and the logits
 stay fp32; the manifest lists what was kept and why. Parity judges it in the fp16 tolerance class. Half
-the bundle size.
+the bundle size. On mali and adreno it is OpenCL half (cl_khr_fp16), with the conv sums also in fp32.
 
 examples:
   c2f-edge compile --target host --weights synthetic
   c2f-edge compile --target rpi4 --onnx build/onnx/model.onnx
   c2f-edge compile --target rpi5 --precision fp16 --verify emulated
+  c2f-edge compile --target mali --precision fp16
   c2f-edge compile --target arm64 --cross-compiler aarch64-linux-gnu-g++
   c2f-edge compile --target '{"kind":"llvm","mtriple":"aarch64-linux-gnu","mcpu":"cortex-a55"}' --out build/a55
 """
@@ -58,7 +59,8 @@ def register(sub) -> None:
     p.add_argument("--cross-compiler", metavar="CMD",
                    help="link with CMD instead of zig, e.g. aarch64-linux-gnu-g++ (words split like a shell)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
-                   help="fp16: half-precision weights and arithmetic, for cores with fp16 (see below; default fp32)")
+                   help="fp16: half-precision weights and arithmetic, for cores with fp16 and Mali/Adreno (see below; "
+                        "default fp32)")
     p.add_argument("--out", metavar="DIR", help="bundle directory (default build/<target>/)")
     v = p.add_mutually_exclusive_group()
     v.add_argument("--verify", default="auto", metavar="MODE",

@@ -101,7 +101,7 @@ def bundle_manifest(cfg: CompileConfig, spec, target_json: dict, onnx_model, onn
         weights={"location": LIBRARY, "why": WEIGHTS_NOTE},
         tuning={"status": "tuned" if log else "untuned", "note": tuning_note,
                 "log": log.describe() if log else None},
-        precision=precision.get(cfg.precision).describe(),
+        precision=precision.get(cfg.precision).for_device(gpu).describe(),
         linker=linker.describe(),
         files={LIBRARY: {"sha256": sha256_file(lib_path), "bytes": lib_path.stat().st_size,
                          "elf": crosslink.elf_arch(lib_path)}},

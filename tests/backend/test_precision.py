@@ -26,9 +26,19 @@ def test_armv8_2_cores_build_fp16(name):
     precision.check(targets.get("rpi4"), precision.FP32)  # fp32 goes everywhere
 
 
-def test_gpu_targets_wait_for_the_opencl_runtime():
-    with pytest.raises(UsageError, match="GPU target"):
-        precision.check(targets.get("mali"), precision.FP16)
+@pytest.mark.parametrize("name", ["mali", "adreno", "opencl-x86"])
+def test_mali_and_adreno_build_fp16_with_their_sums_in_fp32(name):
+    precision.check(targets.get(name), precision.FP16)  # no error
+    gpu = precision.FP16.for_device(gpu=True)
+    assert gpu.dtype == "float16" and gpu.sums == "float32" and gpu.norm_stats == "float32" and not gpu.conv_chunk
+    assert precision.FP16.for_device(gpu=False) is precision.FP16 and precision.FP32.for_device(gpu=True) is precision.FP32
+
+
+@pytest.mark.parametrize("name", ['{"kind":"opencl","host":{"kind":"llvm"}}', "vulkan"])
+def test_a_gpu_not_known_to_have_half_is_refused_naming_those_that_do(name):
+    with pytest.raises(UsageError, match="not known to have half precision") as e:
+        precision.check(targets.get(name), precision.FP16)
+    assert "mali" in e.value.hint and "adreno" in e.value.hint
 
 
 def test_the_host_builds_fp16_only_with_avx512_fp16():

@@ -126,6 +126,33 @@ def test_a_kernel_that_does_not_build_reports_the_drivers_log(cl_device):
         mod["k"](ctypes.c_void_p(t.data_ptr()))
 
 
+HALF = """#ifdef cl_khr_fp16
+#pragma OPENCL EXTENSION cl_khr_fp16 : enable
+#else
+#error "no half"
+#endif
+__kernel void halve(__global half* restrict a, int n) { int i = get_global_id(0); if (i < n) a[i] = a[i] * (half)0.5f; }
+"""
+
+
+def test_half_kernels_run_where_the_device_has_cl_khr_fp16_and_are_refused_in_one_line_where_not(cl_device):
+    """TVM guards half kernels with `#error` when the extension is missing; the runtime names it first."""
+    import tvm
+
+    from c2f_edge.board import opencl
+
+    mod = _load(_module(HALF, [("halve", [HANDLE, I32], ["blockIdx.x", "threadIdx.x"])]))
+    x = np.arange(64, dtype=np.float16)
+    t = tvm.runtime.tensor(x, cl_device)
+    if "cl_khr_fp16" not in opencl.extensions():
+        with pytest.raises(Exception, match=r"compute in half precision, and .* does not offer cl_khr_fp16: run "
+                                            r"this fp16 bundle on a GPU that has it, or build --precision fp32"):
+            mod["halve"](ctypes.c_void_p(t.data_ptr()), 64, 2, 32)
+        return
+    mod["halve"](ctypes.c_void_p(t.data_ptr()), 64, 2, 32)
+    np.testing.assert_array_equal(t.numpy(), x * np.float16(0.5))
+
+
 def test_bytes_that_are_not_a_module_are_refused(cl_device):
     with pytest.raises(Exception, match="truncated or not one"):
         _load(_module(FILL, [])[:-5])

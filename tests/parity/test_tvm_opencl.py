@@ -4,9 +4,11 @@ through its twin (compile.twin), judged like every other backend."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from c2f_edge.core.errors import ArtifactError, UsageError
@@ -92,3 +94,57 @@ def test_the_conv2former_n_mali_bundle_passes_parity_on_pocl(cl_device, mali_bun
     assert code == 0, out
     row = next(line for line in out.splitlines() if line.startswith("| tvm-opencl[mali]"))
     assert "PASS" in row and "| 100% | 100% |" in row
+
+
+def _kernel_bodies(bundle: Path) -> dict[str, str]:
+    """Each OpenCL kernel's definition (signature and body) in a GPU bundle."""
+    from c2f_edge.backend import opencl_module
+
+    _, source = opencl_module.read(opencl_module.module_bytes(bundle / "model.so"))
+    return dict(re.findall(r"^__kernel void (\w+)(\([^;{]*\)\s*\{.*?^\})", source, re.DOTALL | re.MULTILINE))
+
+
+def test_a_mali_fp16_bundle_stores_half_and_keeps_its_sums_in_fp32(tiny_mali_fp16, tiny_mali, tiny_conv2former_onnx):
+    import onnx
+
+    m = json.loads((tiny_mali_fp16 / "manifest.json").read_text())
+    prec = m["precision"]
+    assert prec["name"] == "fp16" and prec["norm_statistics"] == "float32"
+    assert {"layer_norm statistics", "conv and matmul sums", "input and logits"} <= set(prec["kept_fp32"])
+    assert prec["conv_accumulation"].startswith("float32")
+    bodies = _kernel_bodies(tiny_mali_fp16)
+    signature = {name: body[:body.index("{")] for name, body in bodies.items()}
+    # Only the boundary reads or writes fp32: the input's cast, and the head (pool, classifier) to the logits.
+    wide = sorted(name for name, sig in signature.items() if "float*" in sig)
+    assert len(wide) <= 4 and all("cast" in n and "conv2d" not in n for n in wide), wide
+    assert sum("half*" in sig for sig in signature.values()) == len(bodies)
+    # One norm kernel per LayerNorm, reading half and summing in float (the unfused chain would square
+    # (x - mean) in half: its `power` kernels must be gone).
+    norms = [n for n in bodies if "channel_norm" in n]
+    assert len(norms) >= 4 and not [n for n in bodies if "power" in n]
+    for name in norms:
+        assert re.search(r"__local float red_buf", bodies[name]) and "convert_float(" in bodies[name], name
+    # Every conv's register tile sums in float.
+    tiles = {n: re.findall(r"^\s+(half|float) conv2d\w*_local_ptr\[", b, re.MULTILINE) for n, b in bodies.items()}
+    tiles = {n: set(t) for n, t in tiles.items() if t}
+    assert len(tiles) >= 10 and all(t == {"float"} for t in tiles.values()), tiles
+    # The weights are half the bytes: the bundle shrinks by about half the fp32 weights' size.
+    weights = sum(4 * int(np.prod(t.dims)) for t in onnx.load(tiny_conv2former_onnx).graph.initializer)
+    fp32 = json.loads((tiny_mali / "manifest.json").read_text())["files"]["model.so"]["bytes"]
+    assert fp32 - m["files"]["model.so"]["bytes"] > 0.4 * weights
+
+
+def test_a_mali_fp16_bundle_runs_in_the_fp16_class_where_the_device_has_half(cl_device, tiny_mali_fp16,
+                                                                            tiny_conv2former_onnx):
+    from c2f_edge.board import opencl
+    from c2f_edge.core.errors import UnsupportedError
+
+    if problem := opencl.fp16_problem():
+        # Refused before anything is built, in one line that names the missing extension.
+        with pytest.raises(UnsupportedError) as e:
+            _against_onnxruntime(tiny_mali_fp16, Path(tiny_conv2former_onnx))
+        assert "cl_khr_fp16" in str(e.value) and "\n" not in str(e.value) and "--rpc" in e.value.hint
+        pytest.skip(f"the local OpenCL device cannot run half kernels: {problem} (PoCL 3.1 offers no "
+                    "cl_khr_fp16 on x86)")
+    entry = _against_onnxruntime(tiny_mali_fp16, Path(tiny_conv2former_onnx))
+    assert entry["status"] == "pass" and entry["precision"] == "fp16", entry["failures"]

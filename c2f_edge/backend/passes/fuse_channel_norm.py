@@ -1,4 +1,4 @@
-"""The channels-first LayerNorm as one CPU kernel.
+"""The channels-first LayerNorm as one kernel (every CPU build, and GPU builds in fp16)
 
 Conv2Former normalizes over channels in NCHW (`(x - mean) / sqrt(var + eps) * w + b`, mean and var
 over axis 1). Exported to ONNX and imported into Relax that is nine ops, which FuseOps leaves as

@@ -186,6 +186,11 @@ class TvmOpenCLBackend(_TvmBase):
 
         self._load_manifest()
         opencl.load()
+        if self.precision != "fp32" and (problem := opencl.fp16_problem()):  # before the twin's build
+            raise UnsupportedError(f"{self.label}: this {self.precision} bundle's kernels compute in half "
+                                   f"precision, which the local OpenCL device cannot run: {problem}",
+                                   hint="run its parity on the board (--rpc), or on a machine whose OpenCL device "
+                                        "offers cl_khr_fp16")
         self.twin = opencl_twin(self.artifact)
         self.dev = tvm.opencl(0)
         lib = tvm.runtime.load_module(str(self.twin / LIBRARY))

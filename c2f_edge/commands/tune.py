@@ -76,7 +76,7 @@ def register(sub) -> None:
                    help="linker for the candidates of a cross target (default: the target's, as in compile)")
     p.add_argument("--trials-per-round", type=int, default=16,
                    help="candidates measured per kernel per round (default 16; on a farm, rounded up to a multiple "
-                        "of the boards)")
+                        "of the boards); the search chooses them from 32x as many, at most 512")
     p.add_argument("--max-tasks", type=int, metavar="N",
                    help="tune only the N heaviest kernels (a quick look; the others stay untuned)")
     add_hash_arg(p)

@@ -133,17 +133,17 @@ def measure_threads(target_json: dict) -> int | None:
     return int(cores) if cores else None
 
 
-def import_cpu_intrinsics(target_json: dict) -> None:
-    """Import MetaSchedule's tensor intrinsics without the CUDA ones, for a CPU target.
+def import_intrinsics_without_cuda(target_json: dict) -> None:
+    """Import MetaSchedule's tensor intrinsics without the CUDA ones, for a target that is not CUDA.
 
     TuneContext imports `tvm.s_tir.tensor_intrin`, whose CUDA part alone parses hundreds of TVMScript
-    functions (about 24 s here, minutes on busy cores) that a CPU schedule never uses. A placeholder
-    stands in for `tensor_intrin.cuda` during that import and is removed right after, so a later
-    GPU build in the same process still imports the real module.
+    functions (about 24 s here, minutes on busy cores) that CPU and OpenCL schedules never use (its tensor
+    core rules are for CUDA targets). A placeholder stands in for `tensor_intrin.cuda` during that import
+    and is removed right after, so a later CUDA build in the same process still imports the real module.
     """
     import types
 
-    if target_json.get("kind") != "llvm" or "tvm.s_tir.tensor_intrin" in sys.modules:
+    if target_json.get("kind") == "cuda" or "tvm.s_tir.tensor_intrin" in sys.modules:
         return
     name = "tvm.s_tir.tensor_intrin.cuda"
     sys.modules[name] = types.ModuleType(name)

@@ -24,7 +24,7 @@ from c2f_edge.tune.logs import task_logs
 from c2f_edge.tune.measure import (
     emulated_machine,
     host_machine,
-    import_cpu_intrinsics,
+    import_intrinsics_without_cuda,
     make_runner,
     measure_threads,
     remote_machine,
@@ -32,7 +32,7 @@ from c2f_edge.tune.measure import (
 )
 from c2f_edge.tune.resume import plan_resume, repair_tail, task_record_counts
 from c2f_edge.tune.search import make_progress, make_scheduler
-from c2f_edge.tune.tasks import extract_tasks, model_identity, seed_default_schedules, tune_contexts
+from c2f_edge.tune.tasks import extract_tasks, model_identity, search_population, seed_default_schedules, tune_contexts
 
 # Candidates measured per task per round. 16 keeps rounds short on a 2-core machine.
 TRIALS_PER_ROUND = 16
@@ -101,7 +101,8 @@ class _Job:
                    input_shape=self.ident["input_shape"], trials=trials_total, date=_now(), machine=machine,
                    tuning_time_s=round(self.prev_time_s + elapsed, 1),
                    tasks={"extracted": len(self.tasks), "tuned": len(self.order)},
-                   trials_per_round=cfg.trials_per_round, precision=cfg.precision,
+                   trials_per_round=cfg.trials_per_round, search_population=search_population(cfg.trials_per_round),
+                   precision=cfg.precision,
                    threads=1 if self.emulated else None if self.remote else
                    int(os.environ.get("TVM_NUM_THREADS") or 0) or None,
                    linker=self.fcompile.describe() if hasattr(self.fcompile, "describe") else None)
@@ -217,13 +218,13 @@ def _search(job: _Job, left: int, done: int) -> None:
     cfg, work_dir = job.cfg, job.work_dir
     tasks = [job.tasks[i] for i in job.order]
     t_tune = time.perf_counter()
-    import_cpu_intrinsics(job.target_json)
+    import_intrinsics_without_cuda(job.target_json)
     builder = PoolBuilder(max_workers=cfg.builder_workers, timeout_sec=cfg.build_timeout_s, fcompile=job.fcompile)
     progress = None
     with contextlib.ExitStack() as stack:
         loggers = stack.enter_context(task_logs(work_dir, [t.task_name for t in tasks], cfg.verbose))
         stack.enter_context(_measure_threads(job))
-        contexts, weights = tune_contexts(tasks, loggers, cfg.seed)
+        contexts, weights = tune_contexts(tasks, loggers, cfg.seed, cfg.trials_per_round)
         if job.emulated:
             import tempfile
 

@@ -94,14 +94,22 @@ def task_flops(task) -> float:
         return 1.0
 
 
-def tune_contexts(tasks, loggers, seed: int | None):
+def search_population(trials_per_round: int) -> int:
+    """Candidates the evolutionary search keeps per round: MetaSchedule's 512 from 16 measured per round up
+    (our default), fewer below. Checking a candidate is slow on GPU targets (about 1 minute per round of
+    512 on 2 cores), and a round that measures 4 gains little from choosing among 512."""
+    return max(64, min(512, 32 * trials_per_round))
+
+
+def tune_contexts(tasks, loggers, seed: int | None, trials_per_round: int = 16):
     """One TuneContext per extracted task, as MetaSchedule's `extracted_tasks_to_tune_contexts` makes
-    them, but with our loggers (tune.logs)."""
+    them, but with our loggers (tune.logs) and the search population of `search_population`."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.utils import fork_seed
 
+    population = search_population(trials_per_round)
     contexts = [ms.TuneContext(mod=t.dispatched[0], target=t.target, space_generator="post-order-apply",
-                               search_strategy="evolutionary", task_name=t.task_name, logger=lg,
-                               rand_state=rs, num_threads="physical").clone()
+                               search_strategy=ms.search_strategy.EvolutionarySearch(population_size=population),
+                               task_name=t.task_name, logger=lg, rand_state=rs, num_threads="physical").clone()
                 for t, lg, rs in zip(tasks, loggers, fork_seed(seed, n=len(tasks)))]
     return contexts, [t.weight for t in tasks]

@@ -32,7 +32,13 @@ from c2f_edge.tune.measure import (
 )
 from c2f_edge.tune.resume import plan_resume, repair_tail, task_record_counts
 from c2f_edge.tune.search import make_progress, make_scheduler
-from c2f_edge.tune.tasks import extract_tasks, model_identity, search_population, seed_default_schedules, tune_contexts
+from c2f_edge.tune.tasks import (
+    extract_tasks,
+    model_identity,
+    search_population,
+    seed_default_schedules,
+    tune_contexts,
+)
 
 # Candidates measured per task per round. 16 keeps rounds short on a 2-core machine.
 TRIALS_PER_ROUND = 16

@@ -7,15 +7,14 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from c2f_edge.backend import targets
 from c2f_edge.board.opencl import twin_target
 from c2f_edge.cli import main as cli
+from tests.fixtures.boards import stop_in_session
 
 
 def test_the_test_target_is_the_twin_of_mali():
@@ -119,20 +118,9 @@ def test_an_opencl_board_lost_mid_tune_stops_it_and_the_same_call_resumes(cl_dev
 
     key, work = "opencl-gone", tmp_path / "log"
     board = rpc.start_host_server(tracker=rpc_tracker, key=key, opencl=True)
-
-    def sessions() -> int:
-        return Path(board.log_path).read_text(errors="replace").count("start serving")
-
-    def kill_while_measuring():
-        # Sessions: tune's reachability check, then one per candidate (GPU targets measure no default
-        # schedule): the 4th is the first candidate of round 2, once round 1's 2 are recorded.
-        deadline = time.monotonic() + 300
-        while sessions() < 4 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.3)
-        board.stop()
-
-    threading.Thread(target=kill_while_measuring, daemon=True).start()
+    # Sessions: tune's reachability check, then one per candidate (GPU targets measure no default
+    # schedule): the 4th is the first candidate of round 2, once round 1's 2 are recorded.
+    stop_in_session(board, 4, after_s=0.3)
     cfg = TuneConfig(target="opencl-x86", trials=4, onnx=str(tiny_onnx), work_dir=str(work), trials_per_round=2,
                      rpc_tracker=rpc_tracker.address, rpc_key=key, max_tasks=1)
     try:

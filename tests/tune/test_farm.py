@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from c2f_edge.board import rpc
 from c2f_edge.core.errors import RemoteError
 from c2f_edge.tune import farm
+from tests.fixtures.boards import stop_in_session
 
 
 def _records(work: Path) -> list:
@@ -21,10 +20,6 @@ def _records(work: Path) -> list:
 def _failed(records) -> int:
     """Records whose measurement failed: MetaSchedule stores those with no (or a 1e10 s) run time."""
     return sum(1 for r in records if not r[1][1] or min(float(s) for s in r[1][1]) >= 1e9)
-
-
-def _sessions(server: rpc.Service) -> int:
-    return Path(server.log_path).read_text(errors="replace").count("start serving")
 
 
 def test_board_failures_are_told_from_kernel_failures():
@@ -55,19 +50,9 @@ def test_a_board_that_drops_mid_tune_costs_no_record(tiny_onnx, tmp_path, rpc_tr
 
     key, work = "farm-drop", tmp_path / "log"
     boards = [rpc.start_host_server(tracker=rpc_tracker, key=key, delay_s=0.7) for _ in range(3)]
-    victim = boards[1]
-    killed = threading.Event()
-
-    def kill_while_measuring():
-        # After its first session (the default schedule or an early candidate), wait for its next one.
-        deadline = time.monotonic() + 300
-        while _sessions(victim) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)  # inside the session: a 2-3 s measurement has just begun
-        victim.stop()
-        killed.set()
-
-    threading.Thread(target=kill_while_measuring, daemon=True).start()
+    # After its first session (the default schedule or an early candidate), 0.5 s into its next one: a
+    # 2-3 s measurement has just begun.
+    killed = stop_in_session(boards[1], 2)
     try:
         log = tune(TuneConfig(target="host", trials=12, onnx=str(tiny_onnx), work_dir=str(work), trials_per_round=6,
                               rpc_tracker=rpc_tracker.address, rpc_key=key, max_tasks=1))
@@ -87,14 +72,7 @@ def test_when_the_last_board_is_gone_tuning_stops_and_resumes(tiny_onnx, tmp_pat
     key, work = "farm-gone", tmp_path / "log"
     board = rpc.start_host_server(tracker=rpc_tracker, key=key, delay_s=0.7)
 
-    def kill_while_measuring():  # sessions: tune's reachability check, the default schedule, a candidate
-        deadline = time.monotonic() + 300
-        while _sessions(board) < 3 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)
-        board.stop()
-
-    threading.Thread(target=kill_while_measuring, daemon=True).start()
+    stop_in_session(board, 3)  # sessions: tune's reachability check, the default schedule, a candidate
     cfg = TuneConfig(target="host", trials=8, onnx=str(tiny_onnx), work_dir=str(work), trials_per_round=4,
                      rpc_tracker=rpc_tracker.address, rpc_key=key, max_tasks=1)
     try:

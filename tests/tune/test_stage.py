@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -124,6 +125,11 @@ def test_tuning_writes_a_database_with_meta(tiny_tuned, tiny_onnx):
     assert m["threads"] == targets.get("host").to_json()["num-cores"]  # measured as deployed
     assert m["machine"]["kind"] == "local" and m["machine"]["cores"] >= 1 and m["machine"]["cpu"]
     assert m["tuning_time_s"] > 0 and m["date"]
+    # The search chose from 32 x --trials-per-round 4 candidates a round, not MetaSchedule's 512.
+    assert m["search_population"] == 128
+    logs = "".join(p.read_text() for p in (tiny_tuned / "logs").glob("*task_*.log"))
+    sampled = [int(n) for n in re.findall(r"Sampled (\d+) candidate", logs)]
+    assert sampled and max(sampled) <= 128, sampled
     # compile's lookup accepts it for the same target and graph
     found, note = tuning_db.find_log("host", targets.get("host").to_json(), m["graph_signature"],
                                      explicit=str(tiny_tuned))

@@ -1,5 +1,7 @@
 import hashlib
+import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -63,33 +65,14 @@ def test_layernorm_is_channels_first():
 # --- the forward pass, pinned to upstream --------------------------------------------------------------
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "data" / "golden_logits.json").read_text())
+SCRIPT = Path(__file__).parents[2] / "scripts" / "golden_logits.py"
 
 
-def seeded_state_dict(shapes: dict, seed: int = 0) -> dict:
-    """The weights the golden logits were computed with (numpy only, so upstream can be given the same).
-
-    Not the official init: layer scales of 0.1-1 and real BatchNorm statistics, so every block counts."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name in sorted(shapes):
-        shape = tuple(shapes[name])
-        if name.endswith("num_batches_tracked"):
-            out[name] = np.array(0, np.int64)
-            continue
-        if name.endswith("running_var"):
-            v = rng.uniform(0.5, 2.0, shape)
-        elif name.endswith("running_mean"):
-            v = rng.normal(0.0, 0.2, shape)
-        elif "layer_scale" in name:
-            v = rng.uniform(0.1, 1.0, shape)
-        elif name.endswith(".bias"):
-            v = rng.normal(0.0, 0.1, shape)
-        elif len(shape) == 1:
-            v = rng.uniform(0.5, 1.5, shape)
-        else:
-            v = rng.normal(0.0, (2.0 / int(np.prod(shape[1:]))) ** 0.5, shape)
-        out[name] = v.astype(np.float32)
-    return out
+# The golden logits' weights and inputs are defined once, in the script that made the golden file.
+_spec = importlib.util.spec_from_file_location("golden_logits", SCRIPT)
+golden_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(golden_script)
+seeded_state_dict = golden_script.seeded_state_dict
 
 
 @pytest.mark.parametrize("key", sorted(GOLDEN["models"]))
@@ -102,9 +85,8 @@ def test_logits_match_upstream_conv2former(key):
     model = create_model("n", kernel_size=want["kernel_size"])
     sd = seeded_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()})
     model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
-    x = np.random.default_rng(1234).standard_normal((2, 3, 224, 224)).astype(np.float32)
     with torch.no_grad():
-        got = model(torch.from_numpy(x)).numpy()
+        got = model(torch.from_numpy(golden_script.inputs())).numpy()
     ref = np.asarray(want["logits"], np.float32)
     assert got.shape == ref.shape == (2, 1000)
     assert np.abs(got - ref).max() <= 1e-5, f"max abs diff {np.abs(got - ref).max():.3g} from upstream"
@@ -121,3 +103,46 @@ def test_golden_logits_depend_on_every_block():
         got = model(torch.from_numpy(x)).numpy()
     ref = np.asarray(GOLDEN["models"]["n_k11"]["logits"], np.float32)
     assert np.abs(got - ref).max() > 0.05 * np.abs(ref).max()
+
+
+# Our model behind upstream's API and imports: numbers made from it equal upstream's today.
+STAND_IN = """from timm.models.layers import DropPath, trunc_normal_
+from timm.models.registry import register_model
+from timm.models.vision_transformer import _cfg
+
+from c2f_edge.models import create_model
+
+
+def Conv2Former(kernel_size, **kwargs):
+    return create_model("n", kernel_size=kernel_size)
+
+
+@register_model
+def conv2former_n(pretrained=False, **kwargs):
+    return create_model("n", kernel_size=7)
+"""
+
+
+def test_golden_logits_made_from_our_own_model_are_told_apart_by_the_file_they_name(tmp_path, capsys):
+    """The provenance names upstream's file by its sha256 (and the script that made them). Numbers
+    regenerated from our model instead come out the same, so only that hash tells them apart: the
+    script's --check refuses them, and the hash it records is not upstream's."""
+    prov = GOLDEN["provenance"]
+    assert prov["script"] == "scripts/golden_logits.py" and (SCRIPT.parents[1] / prov["script"]).is_file()
+    assert len(prov["file_sha256"]) == 64 and prov["repo"] == "HVision-NKU/Conv2Former" and len(prov["commit"]) == 40
+    fake = tmp_path / "models" / "conv2former.py"
+    fake.parent.mkdir()
+    fake.write_text(STAND_IN)
+    made = golden_script.golden(tmp_path)
+    for key, want in GOLDEN["models"].items():
+        assert np.abs(np.asarray(made["models"][key]["logits"]) - np.asarray(want["logits"])).max() <= 1e-5, key
+    assert made["provenance"]["file_sha256"] == hashlib.sha256(STAND_IN.encode()).hexdigest() != prov["file_sha256"]
+    assert golden_script.main(["--upstream", str(tmp_path), "--check"]) == 1
+    assert "upstream file DIFFERENT" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not os.environ.get("C2F_EDGE_UPSTREAM"),
+                    reason="no upstream checkout here (no internet at test time); set C2F_EDGE_UPSTREAM to a "
+                           "clone of HVision-NKU/Conv2Former at the recorded commit to regenerate and compare")
+def test_upstream_regenerates_the_golden_logits():
+    assert golden_script.main(["--upstream", os.environ["C2F_EDGE_UPSTREAM"], "--check"]) == 0

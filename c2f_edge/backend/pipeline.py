@@ -100,7 +100,7 @@ class TuningApplied:
     from_log: int = 0
 
 
-def _count_tuned(applied: TuningApplied):
+def count_tuned(applied: TuningApplied):
     """A pass right after the records are applied: MetaSchedule marks each function it scheduled."""
     import tvm
     from tvm import tirx
@@ -115,6 +115,22 @@ def _count_tuned(applied: TuningApplied):
     return _count
 
 
+def schedule_passes(gpu: bool, database=None, applied: TuningApplied | None = None, blocked: bool = True,
+                    precision: Precision = FP32) -> list:
+    """Every pass of a build up to scheduled kernels (before TVM's lowering): legalize and fuse, the tuning
+    records, the default schedules. Built inside `with target:`, run inside `with database:`."""
+    from tvm.relax import backend
+    from tvm.relax import transform as T
+
+    passes = [backend.DispatchSampling(), backend.DispatchSortScan(),
+              *legalize_and_fuse_passes(cpu=not gpu, blocked=blocked, precision=precision)]
+    if database is not None:
+        passes.append(T.MetaScheduleApplyDatabase(enable_warning=False))
+    if applied is not None:
+        passes.append(count_tuned(applied))
+    return [*passes, default_schedule(gpu)]
+
+
 def pipeline(target, database=None, applied: TuningApplied | None = None, blocked: bool = True,
              precision: Precision = FP32):
     """The Relax pipeline for one target. database: a MetaSchedule Database to replay (no
@@ -122,8 +138,6 @@ def pipeline(target, database=None, applied: TuningApplied | None = None, blocke
     blocked=False keeps CPU activations NCHW (an ablation: what the blocked layout buys).
     precision: FP32, or FP16 (precision.py) for cores with fp16 arithmetic."""
     import tvm
-    from tvm.relax import backend
-    from tvm.relax import transform as T
 
     target = as_target(target)
     gpu = is_gpu(target)
@@ -136,13 +150,7 @@ def pipeline(target, database=None, applied: TuningApplied | None = None, blocke
     @tvm.transform.module_pass(opt_level=0, name="c2f_edge_pipeline")
     def _pipeline(mod, _ctx):
         with target:  # some passes read Target.current() when they are constructed
-            passes = [backend.DispatchSampling(), backend.DispatchSortScan(),
-                      *legalize_and_fuse_passes(cpu=not gpu, blocked=blocked, precision=precision)]
-            if database is not None:
-                passes.append(T.MetaScheduleApplyDatabase(enable_warning=False))
-            if applied is not None:
-                passes.append(_count_tuned(applied))
-            passes.append(default_schedule(gpu))
+            passes = schedule_passes(gpu, database, applied, blocked, precision)
             passes += lower.dataflow_lower_passes(target) + lower.finalize_passes(target)
             if database is None:
                 return tvm.transform.Sequential(passes)(mod)

@@ -130,7 +130,35 @@ def check_shipped_log(path: Path, onnx: Path, signature: str) -> str:
     tasks = extract_tasks(onnx, target, precision=prec)
     missing = [t.task_name for t in tasks if not db.has_workload(t.dispatched[0])]
     assert not missing, f"{path}: fits by its meta.json but has no records for {missing}"
+    # A measured record for every kernel (a failed measurement is stored with no time, or 1e10 s) ...
+    unmeasured = [t.task_name for t in tasks if not _measured(db.query_tuning_record(t.dispatched[0], t.target,
+                                                                                     t.task_name))]
+    assert not unmeasured, f"{path}: no successfully measured record for {unmeasured}"
+    # ... and the build takes every kernel's schedule from the log, as compile counts it.
+    applied = _applied(db, onnx, target, prec)
+    assert applied.kernels > 0 and applied.from_log == applied.kernels, (
+        f"{path}: the log scheduled {applied.from_log} of the {applied.kernels} kernels")
     return "fits"
+
+
+def _measured(record) -> bool:
+    return record is not None and record.run_secs is not None and len(record.run_secs) > 0 \
+        and max(float(s) for s in record.run_secs) < 1e9
+
+
+def _applied(db, onnx: Path, target: dict, prec):
+    """Kernels of the build, and how many took their schedule from `db`: the build's own passes up to
+    scheduled kernels (pipeline.schedule_passes), without TVM's lowering."""
+    import tvm
+
+    from c2f_edge.backend import pipeline, tvm_build
+
+    mod, params = tvm_build.import_onnx(onnx)
+    applied = pipeline.TuningApplied()
+    with tvm.target.Target(target), db:
+        passes = pipeline.schedule_passes(gpu=False, database=db, applied=applied, precision=prec)
+        tvm.transform.Sequential(passes)(tvm_build.bind_params(mod, params))
+    return applied
 
 
 @pytest.mark.slow

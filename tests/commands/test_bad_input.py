@@ -61,6 +61,17 @@ def _flipped(tmp, fx):  # 4 KB of model.so inverted: a half-copied or damaged fi
     (b / "model.so").write_bytes(bytes(data))
 
 
+def _fails_checker(tmp, fx):  # valid protobuf, invalid graph: a node reads a tensor nothing defines
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["undefined"], ["logits"])], "bad",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 32, 32])])
+    (tmp / "unchecked").mkdir()
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp / "unchecked" / "model.onnx"))
+
+
 ONNX = "{tiny_onnx}"
 ROWS = [
     Row("unknown-target", ["compile", "--target", "rpi", "--onnx", ONNX, "--out", "{out}"], "unknown target 'rpi'",
@@ -78,11 +89,16 @@ ROWS = [
         "does not parse", fixtures=("tiny_onnx",)),
     Row("corrupt-onnx", ["compile", "--target", "host", "--onnx", "{tmp}/bad/model.onnx", "--out", "{out}"],
         "is not a valid ONNX model", prepare=lambda tmp, fx: _garbage(tmp / "bad" / "model.onnx")),
+    Row("onnx-fails-checker", ["compile", "--target", "host", "--onnx", "{tmp}/unchecked/model.onnx", "--out", "{out}"],
+        "is not a valid ONNX model", prepare=_fails_checker),
     Row("missing-onnx", ["compile", "--target", "host", "--onnx", "{tmp}/none.onnx", "--out", "{out}"],
         "ONNX file not found"),
     Row("unreadable-tuning-log", ["compile", "--target", "host", "--onnx", ONNX, "--tuning-log", "{tmp}/badlog",
                                   "--out", "{out}"], "has no readable record",
         fixtures=("tiny_onnx", "tiny_tuned"), prepare=_broken_log),
+    Row("verify-rpc-unreachable", ["compile", "--target", "arm64", "--onnx", ONNX, "--verify",
+                                   "rpc://127.0.0.1:{free_port}", "--out", "{out}"], "cannot reach", code=3,
+        fixtures=("tiny_onnx",)),
     Row("verify-local-cross", ["compile", "--target", "arm64", "--onnx", ONNX, "--verify", "local", "--out",
                                "{out}"], "cannot run on this machine", fixtures=("tiny_onnx",)),
     Row("tampered-bundle-parity", ["parity", "{tmp}/tampered", "-n", "1"], "model.so does not match its manifest",

@@ -106,3 +106,29 @@ def test_a_package_outside_its_class_fails_the_build_check():
     noise = [rng.standard_normal((1, 1000)).astype(np.float32) * 0.8 for _ in range(3)]
     with pytest.raises(OutputMismatchError, match=r"saved package \(int8\) disagrees with PyTorch fp32.*cosine_min"):
         judge_package(noise, ref, "int8")
+
+
+def test_build_package_refuses_a_converted_program_outside_its_class_and_writes_nothing(tmp_path, monkeypatch):
+    """End to end through build_package: a converter that produced another network's program (the tiny net
+    with other weights stands in for a conversion bug) fails the check on the saved package in one line,
+    and OUT is not written; the same build of the right program passes."""
+    from c2f_edge.core.errors import OutputMismatchError
+    from c2f_edge.coreml import convert
+    from tests.fixtures.coreml import tiny_model
+
+    model, source = tiny_model()
+
+    def build(out):
+        cfg = convert.CoreMLConfig(weights="synthetic", out=str(out), precision="fp32", check_images=2)
+        return convert.build_package(cfg, model=model, source=source)
+
+    good = build(tmp_path / "good")
+    assert json.loads((good / "manifest.json").read_text())["check"]["judged"]["passed"]
+
+    real = convert.convert_module
+    other, _ = tiny_model(seed=1)
+    monkeypatch.setattr(convert, "convert_module", lambda prepared, cfg, **kw: real(other, cfg, **kw))
+    with pytest.raises(OutputMismatchError, match=r"saved package \(fp32\) disagrees with PyTorch fp32") as e:
+        build(tmp_path / "bad")
+    assert "\n" not in str(e.value) and e.value.hint
+    assert not (tmp_path / "bad").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".bad")]

@@ -134,3 +134,28 @@ def test_an_onnx_runtime_reference_knows_the_boundaries_its_export_recorded(onnx
     tiny = make_backend("onnxruntime", str(tiny_conv2former_onnx)).boundaries()
     assert tiny == localize.boundaries_of_depths([1, 1, 1, 1])
     assert localize.depths_of_scopes(["stages.0.1.attn", "stages.1.0", "stem", "stages.1.2.mlp.fc1"]) == [2, 3]
+
+
+def test_tvm_qemu_localization_finds_the_changed_block_of_an_arm64_bundle(tmp_path, tiny_conv2former_onnx):
+    """End to end on the emulated core: an arm64 bundle built from an ONNX with one changed weight fails
+    against ONNX Runtime on the clean file, and its own kernels, run one by one under qemu, put the
+    divergence in the changed block."""
+    import shutil
+    from pathlib import Path
+
+    from c2f_edge.board import emulator
+    from c2f_edge.compile import CompileConfig, compile_bundle
+    from tests.fixtures.parity import mutate_initializer
+
+    if not shutil.which(emulator.QEMU):
+        pytest.skip("qemu-aarch64-static is not installed: run `make setup-system` as root")
+    clean = Path(tiny_conv2former_onnx).parent
+    mutate_initializer(clean, tmp_path / "onnx", "stages.2.0.mlp.fc1.weight")
+    bundle = compile_bundle(CompileConfig(target="arm64", onnx=str(tmp_path / "onnx" / "model.onnx"),
+                                          tuning_log="none", out=str(tmp_path / "arm64"), verify="none"))
+    result = run_parity([BackendSpec("tvm-qemu", str(bundle))], build_inputs("photos", n=1),
+                        reference=BackendSpec("onnxruntime", str(clean)), quiet=True)
+    (entry,) = result["backends"]
+    assert entry["status"] == "fail"
+    loc = entry["localization"]
+    assert loc["status"] == "ok" and loc["method"] == "kernel outputs" and loc["block"] == "stages.2.0", loc

@@ -11,8 +11,10 @@ on the boards that remain; when none remains, tuning stops like Ctrl-C, with eve
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from pathlib import Path
 
 from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture, RunnerFuture, RunnerResult
@@ -33,15 +35,35 @@ BOARDS_GONE = "c2f-edge: every board under the key is gone"
 
 
 class TrackerSession:
-    """Picklable f_create_session: a board through the tracker, waiting at most `wait` s for a free one."""
+    """Picklable f_create_session: a board through the tracker, waiting at most `wait` s for a free one.
+    With a journal, each session appends the board it got (HOST:PORT) and when: the runner's workers are
+    other processes, and this file is how the tuning run learns which boards measured."""
 
-    def __init__(self, tracker: str, key: str, wait: float, session_timeout: float):
+    def __init__(self, tracker: str, key: str, wait: float, session_timeout: float, journal: str | None = None):
         self.tracker, self.key, self.wait, self.session_timeout = tracker, key, wait, session_timeout
+        self.journal = journal
 
     def __call__(self, _rpc_config):
         from c2f_edge.board import rpc
 
-        return rpc.connect(tracker=self.tracker, key=self.key, wait=self.wait, session_timeout=self.session_timeout)
+        board, sess = rpc.reserve(self.tracker, self.key, wait=self.wait, session_timeout=self.session_timeout)
+        if self.journal:
+            with open(self.journal, "a") as f:  # one short line per write: appends do not interleave
+                f.write(json.dumps({"board": board, "t": round(time.time(), 3)}) + "\n")
+        return sess
+
+
+def boards_used(journal: Path) -> list[str]:
+    """The boards (HOST:PORT) that opened a measuring session, from a TrackerSession journal."""
+    if not journal.is_file():
+        return []
+    boards = set()
+    for line in journal.read_text().splitlines():
+        try:
+            boards.add(json.loads(line)["board"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut off by a killed run
+    return sorted(boards)
 
 
 def count_boards(tracker: str, key: str, cap: int | None = None) -> int:
@@ -93,7 +115,8 @@ class BoardWatch:
 class FarmRunner(PyRunner):
     """An RPCRunner with one worker per board, which measures a candidate again when its board dropped."""
 
-    def __init__(self, tracker: str, key: str, boards: int, evaluator, session_timeout: float):
+    def __init__(self, tracker: str, key: str, boards: int, evaluator, session_timeout: float,
+                 journal: str | None = None):
         from tvm.s_tir import meta_schedule as ms
 
         from c2f_edge.board.rpc import parse_addr
@@ -106,7 +129,7 @@ class FarmRunner(PyRunner):
         self.watch = BoardWatch(lambda: _registered(tracker, key))
         self.inner = ms.runner.RPCRunner(config, evaluator, max_workers=boards,
                                          f_create_session=TrackerSession(tracker, key, session_timeout,
-                                                                         session_timeout))
+                                                                         session_timeout, journal))
 
     def run(self, runner_inputs) -> list[RunnerFuture]:
         return [_RetryingFuture(self, inp, fut) for inp, fut in zip(runner_inputs, self.inner.run(runner_inputs))]

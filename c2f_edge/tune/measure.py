@@ -101,6 +101,7 @@ def remote_machine(cfg) -> dict:
         from c2f_edge.tune.farm import count_boards
 
         sess = rpc.connect(tracker=cfg.rpc_tracker, key=cfg.rpc_key, session_timeout=cfg.session_timeout_s)
+        # How many measure at once (the runner's workers): the boards registered, at most --boards.
         info = {"kind": "rpc", "tracker": cfg.rpc_tracker, "key": cfg.rpc_key,
                 "boards": max(1, count_boards(cfg.rpc_tracker, cfg.rpc_key, cfg.boards))}
     dev = sess.cpu(0)
@@ -109,8 +110,9 @@ def remote_machine(cfg) -> dict:
     return info
 
 
-def make_runner(cfg, timeout_s: float, boards: int = 1):
-    """This CPU, one RPC server (--rpc), or every board under a tracker key at once (up to `boards`)."""
+def make_runner(cfg, timeout_s: float, boards: int = 1, journal: str | None = None):
+    """This CPU, one RPC server (--rpc), or every board under a tracker key at once (up to `boards`; each
+    measuring session is appended to `journal`, see farm.TrackerSession)."""
     from tvm.s_tir import meta_schedule as ms
 
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100, enable_cpu_cache_flush=False)
@@ -123,7 +125,7 @@ def make_runner(cfg, timeout_s: float, boards: int = 1):
         from c2f_edge.tune.farm import FarmRunner
 
         parse_hostport(cfg.rpc_tracker, "--rpc-tracker")
-        return FarmRunner(cfg.rpc_tracker, cfg.rpc_key, boards, evaluator, cfg.session_timeout_s)
+        return FarmRunner(cfg.rpc_tracker, cfg.rpc_key, boards, evaluator, cfg.session_timeout_s, journal)
     return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator)
 
 

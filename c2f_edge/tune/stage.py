@@ -42,6 +42,8 @@ from c2f_edge.tune.tasks import (
 
 # Candidates measured per task per round. 16 keeps rounds short on a 2-core machine.
 TRIALS_PER_ROUND = 16
+# Every board's measuring sessions (farm.TrackerSession): which boards measured, and when.
+FARM_JOURNAL = "logs/farm_sessions.jsonl"
 
 
 @dataclass
@@ -100,8 +102,12 @@ class _Job:
         cfg = self.cfg
         trials_total = max(trials_total, TuningLog(self.work_dir).n_records)
         machine = self.machine
-        if "boards" in machine:  # a farm: how many boards measured, how many candidates were re-measured
-            machine = {**machine, "remeasured_after_board_drop": getattr(self.runner, "retried", 0)}
+        if "boards" in machine:  # a farm: which boards measured, how many candidates were re-measured
+            from c2f_edge.tune.farm import boards_used
+
+            used = boards_used(self.work_dir / FARM_JOURNAL)
+            machine = {**machine, "boards_measuring_at_once": machine["boards"], "boards": len(used),
+                       "boards_used": used, "remeasured_after_board_drop": getattr(self.runner, "retried", 0)}
         write_meta(self.work_dir, target_name=cfg.target, target=self.target_json,
                    graph_signature=self.ident["graph_signature"], variant=self.ident["variant"],
                    input_shape=self.ident["input_shape"], trials=trials_total, date=_now(), machine=machine,
@@ -239,7 +245,8 @@ def _search(job: _Job, left: int, done: int) -> None:
             scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="c2f-emulated-"))
             runner = job.runner = EmulatedRunner(job.machine["cpu"], scratch, cfg.run_timeout_s * 10)
         else:
-            runner = job.runner = make_runner(cfg, cfg.run_timeout_s, job.machine.get("boards", 1))
+            runner = job.runner = make_runner(cfg, cfg.run_timeout_s, job.machine.get("boards", 1),
+                                              str(work_dir / FARM_JOURNAL))
         best: dict[int, float] = {}
         stale: dict[int, int] = {}
         db = ms.database.JSONDatabase(path_workload=str(work_dir / WORKLOAD_FILE),

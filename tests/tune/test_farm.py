@@ -22,6 +22,31 @@ def _failed(records) -> int:
     return sum(1 for r in records if not r[1][1] or min(float(s) for s in r[1][1]) >= 1e9)
 
 
+def _spans(server: rpc.Service) -> list[tuple[float, float]]:
+    """(start, end) in seconds of each session the board served, from its own log."""
+    from datetime import datetime
+
+    spans, start = [], None
+    for line in Path(server.log_path).read_text(errors="replace").splitlines():
+        if "start serving" in line or "finish serving" in line:
+            t = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+            if "start serving" in line:
+                start = t
+            elif start is not None:
+                spans.append((start, t))
+                start = None
+    return spans
+
+
+def _most_at_once(spans: list[tuple[float, float]]) -> int:
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
 def test_board_failures_are_told_from_kernel_failures():
     assert farm.is_board_failure("RPCRunner: An exception occurred\nTVMError: Socket recv: connection reset by peer")
     assert farm.is_board_failure("RemoteError: device 'farm' at tracker 127.0.0.1:9190 stayed busy for 120s")
@@ -43,9 +68,11 @@ def test_an_unexplained_failure_is_the_boards_when_a_board_left_meanwhile(monkey
     assert not watch.board_failed(kernel_error) and watch.known == {"a:1", "c:1", "d:1"}
 
 
-def test_a_board_that_drops_mid_tune_costs_no_record(tiny_onnx, tmp_path, rpc_tracker):
+def test_a_board_that_drops_mid_tune_costs_no_record(tiny_onnx, tmp_path, rpc_tracker, capsys):
     """Three boards under one key, each timed run 0.7 s longer; board 1 is killed while it measures. The
-    other two finish the budget, its in-flight candidate is measured again, and no failed record is left."""
+    other two finish the budget, its in-flight candidate is measured again, and no failed record is left.
+    Before and after the drop the boards measure at the same time (their own logs say when), in rounds
+    rounded up to a multiple of the boards, and the log's meta names the three that measured."""
     from c2f_edge.tune import TuneConfig, tune
 
     key, work = "farm-drop", tmp_path / "log"
@@ -54,7 +81,7 @@ def test_a_board_that_drops_mid_tune_costs_no_record(tiny_onnx, tmp_path, rpc_tr
     # 2-3 s measurement has just begun.
     killed = stop_in_session(boards[1], 2)
     try:
-        log = tune(TuneConfig(target="host", trials=12, onnx=str(tiny_onnx), work_dir=str(work), trials_per_round=6,
+        log = tune(TuneConfig(target="host", trials=12, onnx=str(tiny_onnx), work_dir=str(work), trials_per_round=4,
                               rpc_tracker=rpc_tracker.address, rpc_key=key, max_tasks=1))
     finally:
         for b in boards:
@@ -62,8 +89,13 @@ def test_a_board_that_drops_mid_tune_costs_no_record(tiny_onnx, tmp_path, rpc_tr
     assert killed.is_set(), "the board was never killed: the test did not test anything"
     records = _records(work)
     assert len(records) == log.n_records == 12 and _failed(records) == 0
+    assert "6 candidates per round instead of 4: a multiple of the 3 boards" in capsys.readouterr().err
+    spans = {b.address: _spans(b) for b in boards}
+    assert all(spans.values()), spans  # every board measured
+    assert _most_at_once([s for board in spans.values() for s in board]) >= 2, spans  # one at a time: 1
     m = log.meta["machine"]
-    assert m["boards"] == 3 and m["remeasured_after_board_drop"] >= 1, m
+    assert m["boards"] == 3 and m["boards_measuring_at_once"] == 3 and m["remeasured_after_board_drop"] >= 1, m
+    assert m["boards_used"] == sorted(b.address for b in boards)
 
 
 def test_when_the_last_board_is_gone_tuning_stops_and_resumes(tiny_onnx, tmp_path, rpc_tracker, capsys):

@@ -43,3 +43,55 @@ def test_all_boards_profiles_each_board_and_flags_the_delayed_one(tiny_bundle, f
     assert slow_p50 >= 50 and slow_p50 > 1.2 * d["median_p50_ms"]  # the 50 ms stand-in delay shows
     assert f"OUTLIER: {slow}" in text and "| p50 / fleet median |" in text
     assert all(a in text.splitlines()[2] for a in addresses)  # one column per board
+
+
+def test_an_exception_in_one_boards_thread_reaches_the_caller_and_frees_every_board(tiny_bundle, fleet, rpc_tracker,
+                                                                                    monkeypatch):
+    """One of the parallel profile runs fails with an error of its own (not a board's): profile_fleet
+    raises it instead of returning the others' results, and releases every board it held."""
+    import pytest
+
+    from c2f_edge.profile import ProfileConfig, runner
+
+    real, calls = runner.profile, []
+
+    def profile(cfg):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("a bug in one profile thread")
+        return real(cfg)
+
+    monkeypatch.setattr(runner, "profile", profile)
+    cfg = ProfileConfig(str(tiny_bundle), mode="tracker", tracker=rpc_tracker.address, key="fleet", repeat=3,
+                        warmup=1, timeout=30)
+    with pytest.raises(ValueError, match="a bug in one profile thread"):
+        fleet_mod.profile_fleet(cfg)
+    assert len(calls) >= 2
+    held = fleet_mod._reserve(cfg, len(fleet[0]))  # all free again: none is held by a leftover session
+    assert sorted(held) == sorted(fleet[0])
+
+
+def test_a_board_lost_mid_profile_leaves_the_fleet_incomplete_and_exits_3(tiny_bundle, rpc_tracker, tmp_path,
+                                                                          capsys):
+    """Two boards; one is stopped while it is timed. The other's result is complete, the JSON is written
+    with the lost board listed as incomplete, and the command ends with one line and exit code 3."""
+    from c2f_edge.board import rpc
+    from tests.fixtures.boards import stop_in_session
+
+    key, out = "fleet-lost", tmp_path / "fleet.json"
+    servers = [rpc.start_host_server(tracker=rpc_tracker, key=key) for _ in range(2)]
+    try:
+        # Sessions: the fleet's idle hold of every board, then its profile run, stopped 1 s into it.
+        stop_in_session(servers[1], 2, after_s=1.0)
+        rc = cli(["profile", "--artifact", str(tiny_bundle), "--rpc-tracker", rpc_tracker.address, "--rpc-key", key,
+                  "--all-boards", "--repeat", "2000", "--warmup", "1", "--timeout", "20", "--json", str(out)])
+    finally:
+        for s in servers:
+            s.stop()
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc == 3, err
+    assert len(errors) == 1 and "1 of 2 board(s) did not finish" in errors[0] and servers[1].address in errors[0]
+    d = json.loads(out.read_text())
+    assert d["incomplete"] == [servers[1].address]
+    assert [r["complete"] for r in d["boards"]] == [a != servers[1].address for a in d["addresses"]]

@@ -89,9 +89,11 @@ class DirectSession:
         return rpc.connect(self.host, self.port, session_timeout=self.timeout)
 
 
-def remote_machine(cfg) -> dict:
+def remote_machine(cfg, half_on_opencl: bool = False) -> dict:
     """Where an RPC tuning run measures; opening a session first also fails fast (RemoteError) when the
-    tracker, key or server is not there, instead of every candidate timing out."""
+    tracker, key or server is not there, instead of every candidate timing out. half_on_opencl: the
+    candidates are OpenCL half kernels; a board that can say its device lacks cl_khr_fp16 (one running
+    c2f-edge's OpenCL runtime) is refused before any is built."""
     from c2f_edge.board import rpc
 
     if cfg.rpc:
@@ -106,8 +108,23 @@ def remote_machine(cfg) -> dict:
                 "boards": max(1, count_boards(cfg.rpc_tracker, cfg.rpc_key, cfg.boards))}
     dev = sess.cpu(0)
     info["remote_cpu_present"] = bool(dev.exist)
+    if half_on_opencl:
+        _check_remote_half(sess)
     del sess
     return info
+
+
+def _check_remote_half(sess) -> None:
+    from c2f_edge.core.errors import UnsupportedError
+
+    try:
+        extensions = str(sess.get_function("c2f_edge.opencl.extensions")()).split()
+    except Exception:  # noqa: BLE001 - TVM's own OpenCL runtime cannot tell: the candidates will
+        return
+    if "cl_khr_fp16" not in extensions:
+        raise UnsupportedError("--precision fp16: the board's OpenCL device does not offer cl_khr_fp16 (half "
+                               "precision), so every fp16 candidate would fail there",
+                               hint="tune fp16 on a board whose GPU has it (Mali, Adreno), or tune --precision fp32")
 
 
 def make_runner(cfg, timeout_s: float, boards: int = 1, journal: str | None = None):

@@ -194,7 +194,8 @@ def _resolve(cfg: TuneConfig) -> _Job:
     work_dir = Path(cfg.work_dir) if cfg.work_dir else default_work_dir(cfg.target, spec.machine(), cfg.precision)
     _check_work_dir(work_dir, target_json, ident["graph_signature"], cfg.precision)
     if not cfg.emulated:
-        machine = remote_machine(cfg) if remote else host_machine()
+        half_on_opencl = cfg.precision != "fp32" and spec.kind == "opencl"
+        machine = remote_machine(cfg, half_on_opencl) if remote else host_machine()
     boards = machine.get("boards", 1)
     if cfg.trials_per_round % boards:
         # A round ends when its last candidate is measured: with a multiple of the boards, none waits idle.

@@ -135,3 +135,18 @@ def test_an_opencl_board_lost_mid_tune_stops_it_and_the_same_call_resumes(cl_dev
     with rpc.host_server(tracker=rpc_tracker, key=key, opencl=True):
         log = tune(cfg)
     assert log.n_records == 4 and _records(work)[:len(kept)] == kept
+
+
+def test_an_fp16_tune_against_a_board_without_half_is_refused_before_building(opencl_board, rpc_tracker, tiny_onnx,
+                                                                               tmp_path, capsys):
+    from c2f_edge.board import opencl
+
+    if not opencl.fp16_problem():
+        pytest.skip("the local OpenCL device offers cl_khr_fp16: nothing to refuse")
+    work = tmp_path / "log"
+    code = cli(["tune", "--target", "opencl-x86", "--precision", "fp16", "--trials", "4", "--onnx", str(tiny_onnx),
+                "--work-dir", str(work), "--rpc-tracker", rpc_tracker.address, "--rpc-key", "opencl"])
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "does not offer cl_khr_fp16" in errors[0], err
+    assert not (work / "database_tuning_record.json").exists()

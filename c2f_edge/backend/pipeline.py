@@ -52,9 +52,9 @@ def legalize_and_fuse_passes(cpu: bool, blocked: bool = True, precision: Precisi
         from c2f_edge.backend.passes.widen_classifier import widen_classifier
 
         mixed = [T.ToMixedPrecision(out_dtype=precision.sums), widen_classifier(), T.FoldConstant()]
-    if precision.mixed and not cpu:
-        # The norm as one kernel whose statistics are fp32 (unfused, its ops would follow the fp16 input);
-        # fp32 GPU builds keep the unfused chain, and so their kernels (and tuning records).
+    if cpu or precision.mixed:
+        # The norm as one kernel, its statistics in `norm_stats` (unfused in fp16, its ops would follow the
+        # fp16 input); fp32 GPU builds keep the unfused chain, and so their kernels (and tuning records).
         from c2f_edge.backend.legalize.layer_norm import layer_norm_legalizer
         from c2f_edge.backend.passes.fuse_channel_norm import fuse_channel_norm
 
@@ -62,15 +62,11 @@ def legalize_and_fuse_passes(cpu: bool, blocked: bool = True, precision: Precisi
         custom["relax.nn.layer_norm"] = layer_norm_legalizer(precision.norm_stats)
     if cpu:
         from c2f_edge.backend.legalize.conv2d_packed import conv2d_legalizer
-        from c2f_edge.backend.legalize.layer_norm import layer_norm_legalizer
         from c2f_edge.backend.passes.block_channels import to_blocked
-        from c2f_edge.backend.passes.fuse_channel_norm import fuse_channel_norm
         from c2f_edge.backend.schedules.cpu_spec import cpu_spec
 
         lanes = cpu_spec(tvm.target.Target.current(), precision.dtype).lanes
-        rewrites.append(fuse_channel_norm())
         custom["relax.nn.conv2d"] = conv2d_legalizer(lanes)
-        custom["relax.nn.layer_norm"] = layer_norm_legalizer(precision.norm_stats)
         if blocked:  # the batch norms are decomposed first, so only the blocked forms remain
             # a partial sum never spans more than one register of lanes (NEON fp16: 8 products)
             layout.append(to_blocked(lanes, precision.norm_stats, min(precision.conv_chunk, lanes)))

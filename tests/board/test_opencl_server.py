@@ -15,6 +15,7 @@ from c2f_edge.backend import targets
 from c2f_edge.board.opencl import twin_target
 from c2f_edge.cli import main as cli
 from tests.fixtures.boards import stop_in_session
+from tests.fixtures.tuning import measured, tuning_records
 
 
 def test_the_test_target_is_the_twin_of_mali():
@@ -82,15 +83,6 @@ def test_an_opencl_board_without_a_device_refuses_to_start(cl_device, tmp_path):
         "/etc/OpenCL/vendors?)")]
 
 
-def _records(work) -> list:
-    return [json.loads(line) for line in (work / "database_tuning_record.json").read_text().splitlines()]
-
-
-def _measured(records) -> int:
-    """Records with a run time measured on the device (MetaSchedule stores a failure as none or 1e10 s)."""
-    return sum(1 for r in records if r[1][1] and min(float(s) for s in r[1][1]) < 1e9)
-
-
 def test_tune_builds_sends_and_times_gpu_candidates_on_the_local_board(opencl_board, rpc_tracker, tiny_onnx,
                                                                        tmp_path):
     """`c2f-edge tune --trials 8` against the local OpenCL board, on a small conv net (the path is the same
@@ -101,8 +93,8 @@ def test_tune_builds_sends_and_times_gpu_candidates_on_the_local_board(opencl_bo
                 "--onnx", str(tiny_onnx), "--work-dir", str(work), "--rpc-tracker", rpc_tracker.address,
                 "--rpc-key", "opencl"])
     assert code == 0
-    records = _records(work)
-    assert len(records) == 8 and _measured(records) >= 4, records
+    records = tuning_records(work)
+    assert len(records) == 8 and measured(records) >= 4, records
     meta = json.loads((work / "meta.json").read_text())
     assert meta["target"]["kind"] == "opencl" and meta["machine"]["key"] == "opencl"
 
@@ -130,11 +122,11 @@ def test_an_opencl_board_lost_mid_tune_stops_it_and_the_same_call_resumes(cl_dev
         board.stop()
     assert "\n" not in str(e.value)
     assert "run the same command again to resume" in capsys.readouterr().err
-    kept = _records(work)
-    assert 1 <= len(kept) < 4 and _measured(kept) == len(kept)
+    kept = tuning_records(work)
+    assert 1 <= len(kept) < 4 and measured(kept) == len(kept)
     with rpc.host_server(tracker=rpc_tracker, key=key, opencl=True):
         log = tune(cfg)
-    assert log.n_records == 4 and _records(work)[:len(kept)] == kept
+    assert log.n_records == 4 and tuning_records(work)[:len(kept)] == kept
 
 
 def test_an_fp16_tune_against_a_board_without_half_is_refused_before_building(opencl_board, rpc_tracker, tiny_onnx,

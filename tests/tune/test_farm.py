@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,11 @@ from c2f_edge.board import rpc
 from c2f_edge.core.errors import RemoteError
 from c2f_edge.tune import farm
 from tests.fixtures.boards import stop_in_session
-
-
-def _records(work: Path) -> list:
-    return [json.loads(line) for line in (work / "database_tuning_record.json").read_text().splitlines()]
+from tests.fixtures.tuning import measured, tuning_records
 
 
 def _failed(records) -> int:
-    """Records whose measurement failed: MetaSchedule stores those with no (or a 1e10 s) run time."""
-    return sum(1 for r in records if not r[1][1] or min(float(s) for s in r[1][1]) >= 1e9)
+    return len(records) - measured(records)
 
 
 def _spans(server: rpc.Service) -> list[tuple[float, float]]:
@@ -87,7 +82,7 @@ def test_a_board_that_drops_mid_tune_costs_no_record(tiny_onnx, tmp_path, rpc_tr
         for b in boards:
             b.stop()
     assert killed.is_set(), "the board was never killed: the test did not test anything"
-    records = _records(work)
+    records = tuning_records(work)
     assert len(records) == log.n_records == 12 and _failed(records) == 0
     assert "6 candidates per round instead of 4: a multiple of the 3 boards" in capsys.readouterr().err
     spans = {b.address: _spans(b) for b in boards}
@@ -114,12 +109,12 @@ def test_when_the_last_board_is_gone_tuning_stops_and_resumes(tiny_onnx, tmp_pat
         board.stop()
     err = capsys.readouterr().err
     assert "interrupted: every record measured so far is saved" in err and "run the same command again to resume" in err
-    kept = _records(work)
+    kept = tuning_records(work)
     assert 1 <= len(kept) < 8 and _failed(kept) == 0  # what was measured stays, nothing bogus was added
     with rpc.host_server(tracker=rpc_tracker, key=key):  # the board is back: the same call resumes
         log = tune(cfg)
-    assert log.n_records == 8 and _failed(_records(work)) == 0
-    assert _records(work)[: len(kept)] == kept
+    assert log.n_records == 8 and _failed(tuning_records(work)) == 0
+    assert tuning_records(work)[: len(kept)] == kept
 
 
 def test_boards_caps_the_farm_and_needs_a_tracker():

@@ -12,14 +12,9 @@ import pytest
 
 from c2f_edge.backend import tuning_db
 from c2f_edge.core.errors import UsageError
-from tests.fixtures.tuning import interrupt_tune
+from tests.fixtures.tuning import interrupt_tune, measured, tuning_records
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def _records(work: Path) -> list:
-    f = work / tuning_db.RECORD_FILE
-    return [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()] if f.is_file() else []
 
 
 def _run_secs(record) -> list[float]:
@@ -28,7 +23,7 @@ def _run_secs(record) -> list[float]:
 
 
 def _measured_ok(work: Path) -> int:
-    return sum(1 for r in _records(work) if _run_secs(r) and max(_run_secs(r)) < 1e9)
+    return measured(tuning_records(work))
 
 
 def _sha(work: Path) -> dict:
@@ -186,10 +181,10 @@ def test_work_dir_for_another_target_or_model_is_refused(tiny_tuned, tiny_onnx, 
     meta = json.loads((other / "meta.json").read_text())
     meta["target"] = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
     (other / "meta.json").write_text(json.dumps(meta))
-    n = len(_records(other))
+    n = len(tuning_records(other))
     with pytest.raises(UsageError, match="something else"):
         tune(TuneConfig(target="host", trials=16, onnx=str(tiny_onnx), work_dir=str(other)))
-    assert len(_records(other)) == n
+    assert len(tuning_records(other)) == n
 
 
 def test_nothing_left_to_do_measures_nothing(tiny_tuned, tiny_onnx, tmp_path):
@@ -247,7 +242,7 @@ def test_interrupted_tuning_resumes_without_losing_records(tiny_onnx, tmp_path):
     err = interrupt_tune(["--target", "host", "--onnx", str(tiny_onnx), "--trials", "400", "--trials-per-round",
                           "4"], work, min_records=4)
     assert "interrupted" in err
-    first = _records(work)
+    first = tuning_records(work)
     n1 = len(first)
     meta = json.loads((work / "meta.json").read_text())
     assert 4 <= meta["trials"] <= n1 + 4  # meta follows the records round by round
@@ -258,7 +253,7 @@ def test_interrupted_tuning_resumes_without_losing_records(tiny_onnx, tmp_path):
     n2 = log.n_records
     assert n2 >= n1 + 4, f"records dropped or not resumed: {n1} -> {n2}"
     assert log.meta["trials"] >= n1 + 4
-    assert _records(work)[:n1] == first, "the records of the interrupted run changed"
+    assert tuning_records(work)[:n1] == first, "the records of the interrupted run changed"
 
 
 def test_tuning_over_rpc_tracker_measures_on_the_server(tiny_onnx, tmp_path):

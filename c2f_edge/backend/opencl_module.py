@@ -28,7 +28,8 @@ KIND = "opencl"  # its kind in a bundle's module table
 _SCALAR_BYTES = {"char": 1, "uchar": 1, "short": 2, "ushort": 2, "half": 2, "int": 4, "uint": 4, "float": 4,
                  "long": 8, "ulong": 8, "double": 8}
 _LOCAL = re.compile(r"__local\s+(?:volatile\s+)?(\w+?)(\d*)\s+\w+\[(\d+)\]")
-_KERNEL = re.compile(r"__kernel\s+void\s+(\w+)\s*\([^)]*\)\s*\{")
+# A kernel's definition as TVM writes it: from `__kernel void NAME(...) {` to its closing brace at column 0.
+_KERNEL = re.compile(r"^__kernel\s+void\s+(\w+)\s*\([^)]*\)\s*\{.*?^\}", re.DOTALL | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ def _local_bytes(body: str) -> int:
     for scalar, lanes, count in _LOCAL.findall(body):
         total += _SCALAR_BYTES.get(scalar, 4) * int(lanes or 1) * int(count)
     return total
+
+
+def kernel_sources(source: str) -> dict[str, str]:
+    """Each kernel's definition (signature and body) in a module's OpenCL C source, by name."""
+    return {m.group(1): m.group(0) for m in _KERNEL.finditer(source)}
 
 
 def read(data: bytes) -> tuple[dict[str, Kernel], str]:
@@ -92,9 +98,7 @@ def read(data: bytes) -> tuple[dict[str, Kernel], str]:
         raise ArtifactError(f"cannot parse the OpenCL module ({e})", hint="re-run `c2f-edge compile`") from e
     if fmt != "cl":
         raise ArtifactError(f"the OpenCL module holds {fmt!r}, not OpenCL C source", hint="re-run `c2f-edge compile`")
-    bodies, starts = {}, [(m.group(1), m.start()) for m in _KERNEL.finditer(source)]
-    for (name, start), nxt in zip(starts, [*(s for _, s in starts[1:]), len(source)], strict=True):
-        bodies[name] = source[start:nxt]
+    bodies = kernel_sources(source)
     kernels = {name: Kernel(name, nargs + len(tags), tags, _local_bytes(bodies.get(name, "")))
                for name, nargs, tags in table}
     return kernels, source

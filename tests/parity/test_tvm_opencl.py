@@ -101,7 +101,7 @@ def _kernel_bodies(bundle: Path) -> dict[str, str]:
     from c2f_edge.backend import opencl_module
 
     _, source = opencl_module.read(opencl_module.module_bytes(bundle / "model.so"))
-    return dict(re.findall(r"^__kernel void (\w+)(\([^;{]*\)\s*\{.*?^\})", source, re.DOTALL | re.MULTILINE))
+    return opencl_module.kernel_sources(source)
 
 
 def test_a_mali_fp16_bundle_stores_half_and_keeps_its_sums_in_fp32(tiny_mali_fp16, tiny_mali, tiny_conv2former_onnx):

@@ -272,19 +272,23 @@ def start_tracker(host: str = DEFAULT_HOST, port: int | None = None, pid_file=No
 
 def start_host_server(tracker: str | Service | None = None, key: str = "host", host: str = DEFAULT_HOST,
                       port: int | None = None, pid_file=None, timeout: float = READY_TIMEOUT,
-                      name: str | None = None, delay_s: float = 0.0, opencl: bool = False) -> Service:
+                      name: str | None = None, delay_s: float = 0.0, opencl: bool = False,
+                      netns: str | None = None) -> Service:
     """Start `python -m tvm.exec.rpc_server` on this machine, registered with `tracker` under `key`.
     delay_s > 0: a stand-in for a slower board, each timed run that much longer (board.delayed_server).
-    opencl: a local OpenCL board, with our OpenCL runtime loaded (board.opencl_server)."""
+    opencl: a local OpenCL board, with our OpenCL runtime loaded (board.opencl_server).
+    netns: run it in that network namespace (`ip netns`), where `host` is the namespace's own address: a
+    board on another host, as far as the tracker and clients can tell."""
     tracker_addr = tracker.address if isinstance(tracker, Service) else tracker
-    port = port or free_port(host)
+    # A namespace's address cannot be bound here; a port free here is as good as any in a fresh namespace.
+    port = port or free_port(DEFAULT_HOST if netns else host)
     if opencl and delay_s:
         raise UsageError("a server is either delayed or an OpenCL board, not both",
                          hint="start them as two servers under their own keys")
     module = (["c2f_edge.board.opencl_server"] if opencl else
               ["c2f_edge.board.delayed_server", "--delay", str(delay_s)] if delay_s else ["tvm.exec.rpc_server"])
-    cmd = [sys.executable, "-m", *module, "--host", host, "--port", str(port),
-           "--port-end", str(port + 1), "--key", key]
+    cmd = [*(["ip", "netns", "exec", netns] if netns else []), sys.executable, "-m", *module, "--host", host,
+           "--port", str(port), "--port-end", str(port + 1), "--key", key]
     if tracker_addr:
         tracker_summary(tracker_addr)  # fail fast (RemoteError) if it is not there
         cmd += ["--tracker", tracker_addr]

@@ -27,6 +27,8 @@ OUTLIER_RATIO = 1.2
 
 def _at_once(fn, n: int) -> list:
     """fn(0) ... fn(n-1) in parallel threads; their results in order, or the first exception, raised here."""
+    if n == 0:  # e.g. holding again a round's boards when every one of them was lost
+        return []
     with ThreadPoolExecutor(max_workers=n) as pool:
         return list(pool.map(fn, range(n)))
 

@@ -93,6 +93,32 @@ def test_a_board_that_drops_mid_tune_costs_no_record(tiny_onnx, tmp_path, rpc_tr
     assert m["boards_used"] == sorted(b.address for b in boards)
 
 
+def test_boards_n_measures_on_at_most_n_at_once_across_hosts(tiny_onnx, tmp_path, other_hosts, capsys):
+    """--boards 2 on a farm of three, on two hosts (network namespaces: the tracker hands out boards on
+    distinct addresses): two boards measure at the same time and never three, and 3 candidates per round
+    become 4, a multiple of the 2."""
+    from c2f_edge.tune import TuneConfig, tune
+
+    (one, two), tracker = other_hosts
+    key, work = "farm-cap", tmp_path / "log"
+    boards = [rpc.start_host_server(tracker=tracker, key=key, host=h.address, netns=h.netns, delay_s=0.7)
+              for h in (one, one, two)]
+    try:
+        log = tune(TuneConfig(target="host", trials=8, onnx=str(tiny_onnx), work_dir=str(work), trials_per_round=3,
+                              rpc_tracker=tracker.address, rpc_key=key, boards=2, max_tasks=1))
+    finally:
+        for b in boards:
+            b.stop()
+    assert "4 candidates per round instead of 3: a multiple of the 2 boards" in capsys.readouterr().err
+    records = tuning_records(work)
+    assert len(records) == log.n_records == 8 and _failed(records) == 0
+    spans = [s for b in boards for s in _spans(b)]
+    assert _most_at_once(spans) == 2, spans  # 3 without the cap, 1 if the boards took turns
+    m = log.meta["machine"]
+    assert m["boards_measuring_at_once"] == 2 and set(m["boards_used"]) <= {b.address for b in boards}, m
+    assert {a.rpartition(":")[0] for a in m["boards_used"]} == {one.address, two.address}, m
+
+
 def test_when_the_last_board_is_gone_tuning_stops_and_resumes(tiny_onnx, tmp_path, rpc_tracker, capsys):
     from c2f_edge.tune import TuneConfig, tune
 

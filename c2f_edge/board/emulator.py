@@ -28,7 +28,7 @@ from c2f_edge.board.rpc import Service, free_port, run_dir, tracker_summary, wai
 from c2f_edge.core import apt
 from c2f_edge.core.artifacts import atomic_dir, new_manifest, read_manifest, write_json
 from c2f_edge.core.cache import cache_root
-from c2f_edge.core.errors import ArtifactError, C2FError, ToolchainError, report
+from c2f_edge.core.errors import ArtifactError, C2FError, ToolchainError, UsageError, report
 
 QEMU = "qemu-aarch64-static"
 DEFAULT_KEY = "arm64-emu"
@@ -109,6 +109,23 @@ def check_prerequisites() -> None:
     if probe.returncode != 0 or not probe.stdout.strip():
         raise ToolchainError("apt has no arm64 package lists (python3.11:arm64 unknown)",
                              hint=f"apt-get update, or {setup_hint}")
+
+
+def check_runs(spec) -> None:
+    """Raise before a build whose bundle this board could not run: it is an aarch64 Linux (glibc) CPU,
+    with no GPU; or when qemu, which it runs on, is missing (the rest it sets up on first use)."""
+    triple = spec.triple or ""
+    if spec.device != "CPU" or not (triple.startswith("aarch64") and triple.endswith("-gnu")):
+        what = f"{spec.kind} GPU" if spec.device != "CPU" else triple or "this machine's"
+        how = ("--verify local runs a bundle for this machine" if spec.runs_here else
+               f"verify it on a {spec.name} board with --verify rpc://..., or pick an aarch64 Linux target "
+               "(arm64, rpi4, rpi5, jetson-orin)")
+        raise UsageError(f"--verify emulated: the emulated board is an aarch64 Linux CPU, and a {spec.name} "
+                         f"bundle ({what} code) does not run there", hint=how)
+    if not shutil.which(QEMU):
+        raise ToolchainError(f"--verify emulated: {QEMU} not found on PATH",
+                             hint="apt-get install qemu-user-static (`make setup-system` does), or --verify "
+                                  "rpc://... on a real board")
 
 
 def _is_ready(root: Path) -> bool:

@@ -56,6 +56,19 @@ class Session:
             self.board = None
 
 
+def check_reachable(url: str, timeout: float = 10.0) -> None:
+    """RemoteError now, rather than after a long build, if the board at `url` (rpc://...) does not answer:
+    its server refuses connections, or its tracker does, or no board is registered under its key. Opens
+    no session, so it holds no board."""
+    from c2f_edge.board import rpc
+
+    addr = parse_rpc(url)
+    if addr.kind == "direct":
+        rpc.reach_server(f"{addr.host}:{addr.port}", timeout)
+    elif addr.kind == "tracker":
+        rpc.check_key(f"{addr.host}:{addr.port}", addr.key, timeout)
+
+
 def open_session(url: str, timeout: float = 10.0, wait: float = 60.0) -> Session:
     """Connect to a board (RemoteError if unreachable), or start the emulated board and connect to it."""
     from c2f_edge.board import rpc

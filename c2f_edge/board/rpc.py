@@ -412,14 +412,7 @@ def connect(addr: str | Service | None = None, *, tracker: str | Service | None 
         raise UsageError("connect needs either HOST:PORT of a server or tracker=HOST:PORT with key=",
                          hint='e.g. connect(tracker="127.0.0.1:9190", key="arm64-emu")')
     if addr is not None:
-        host, port = parse_addr(addr, "RPC server address")
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-        except OSError as e:
-            reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e)).lower()
-            raise RemoteError(f"cannot reach RPC server at {host}:{port}: {reason}",
-                              hint="start it (`python scripts/rpc_services.py server start`) or fix HOST:PORT; "
-                                   "a server registered with a tracker is reached with tracker= and key=") from e
+        host, port = reach_server(addr, timeout)
         # A server serves one session at a time; one that just ended may still be shutting down.
         gc.collect()  # and one of ours that is unreachable may still be alive in a reference cycle
         deadline = time.monotonic() + wait
@@ -435,6 +428,28 @@ def connect(addr: str | Service | None = None, *, tracker: str | Service | None 
     return reserve(tracker, key, timeout=timeout, wait=wait, session_timeout=session_timeout)[1]
 
 
+def reach_server(addr: str, timeout: float = CONNECT_TIMEOUT) -> tuple[str, int]:
+    """(host, port) of a server that accepts a connection (no session is opened), or RemoteError."""
+    host, port = parse_addr(addr, "RPC server address")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e)).lower()
+        raise RemoteError(f"cannot reach RPC server at {host}:{port}: {reason}",
+                          hint="start it (`python scripts/rpc_services.py server start`) or fix HOST:PORT; "
+                               "a server registered with a tracker is reached with tracker= and key=") from e
+    return host, port
+
+
+def check_key(tracker: str, key: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """RemoteError unless the tracker answers and some server is registered under `key` (busy or free)."""
+    keys = tracker_keys(tracker, timeout)
+    if key not in keys:
+        raise RemoteError(f"no RPC server registered under key {key!r} at tracker {tracker} "
+                          f"(registered: {', '.join(keys) or 'none'})",
+                          hint="start a server with that key, or pick one of the registered keys")
+
+
 def reserve(tracker: str | Service, key: str | None, *, timeout: float = CONNECT_TIMEOUT, wait: float = 60.0,
             session_timeout: float = 0):
     """A session with a free board under `key`, through the tracker: (its HOST:PORT, the session). The
@@ -447,11 +462,7 @@ def reserve(tracker: str | Service, key: str | None, *, timeout: float = CONNECT
     # A session of ours that is already unreachable may still hold a board from a reference cycle
     # (remote modules and their functions): free it before asking for one.
     gc.collect()
-    keys = tracker_keys(tracker, timeout)
-    if key not in keys:
-        raise RemoteError(f"no RPC server registered under key {key!r} at tracker {tracker} "
-                          f"(registered: {', '.join(keys) or 'none'})",
-                          hint="start a server with that key, or pick one of the registered keys")
+    check_key(tracker, key, timeout)
     deadline = time.monotonic() + wait
     while True:
         host, port, matchkey = _request(tracker, thost, tport, key, timeout, max(deadline - time.monotonic(), 0.1),

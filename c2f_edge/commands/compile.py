@@ -66,7 +66,8 @@ def register(sub) -> None:
     v.add_argument("--verify", default="auto", metavar="MODE",
                    help="run the bundle on photos after building and compare it with PyTorch fp32: auto (here "
                         "when it can: host bundles), local, emulated (aarch64 under qemu), rpc://HOST:PORT or "
-                        "rpc://tracker@HOST:PORT/KEY (a board), none (default auto)")
+                        "rpc://tracker@HOST:PORT/KEY (a board), none (default auto). A board that does not answer, or "
+                        "a target the emulated board cannot run, is refused before the build")
     v.add_argument("--no-verify", dest="verify", action="store_const", const="none", help="same as --verify none")
     add_hash_arg(p)
     p.set_defaults(func=run)

@@ -26,7 +26,7 @@ from c2f_edge.core.artifacts import (
     tool_versions,
     write_json,
 )
-from c2f_edge.core.errors import ArtifactError, ToolchainError, UsageError
+from c2f_edge.core.errors import ArtifactError, ToolchainError
 from c2f_edge.core.onnx_file import INPUT_NAME, OUTPUT_NAME, graph_signature, load_onnx, static_input_shape
 from c2f_edge.core.progress import Stages
 from c2f_edge.export import DEFAULT_ONNX
@@ -136,10 +136,7 @@ def compile_bundle(cfg: CompileConfig) -> Path:
     target_json = spec.to_json()
     targets.check_codegen(target_json)
     linker = crosslink.linker_for(spec, cfg.cross_compiler)
-    if cfg.verify == "local" and not spec.runs_here:
-        raise UsageError(f"--verify local: a {spec.name} bundle cannot run on this machine",
-                         hint="use --verify emulated or rpc://..., or build --target host")
-    verifier = resolve_verifier(cfg.verify)
+    verifier = resolve_verifier(cfg.verify, spec)
     source, onnx_path = _onnx_source(cfg)
     if cfg.tuning_log not in (None, "none"):
         tuning_db.read_log(cfg.tuning_log)  # a wrong directory fails now, not after the export

@@ -41,23 +41,25 @@ VERIFIERS: dict[str, Callable[[str], Verifier]] = {}
 
 
 def register_verifier(name: str):
-    """Register `factory(mode) -> verifier`; the factory may raise UsageError (a bad address) before
-    anything is built. A verifier returns a summary for the manifest, or raises OutputMismatchError."""
+    """Register `factory(mode, target=None) -> verifier`. The factory raises UsageError (a bad address)
+    before anything is built; given the TargetSpec about to be built, it also refuses what it could not
+    verify (a bundle its device cannot run, a board that does not answer), so a build is not wasted. A
+    verifier returns a summary for the manifest, or raises OutputMismatchError."""
     def deco(factory):
         VERIFIERS[name] = factory
         return factory
     return deco
 
 
-def resolve_verifier(mode: str) -> Verifier | str:
-    """'auto' / 'none' stay as they are; anything else -> a verifier, or UsageError (before building)."""
+def resolve_verifier(mode: str, target=None) -> Verifier | str:
+    """'auto' / 'none' stay as they are; anything else -> a verifier, or an error (before building)."""
     if mode in ("auto", "none"):
         return mode
     if mode in VERIFIERS:
-        return VERIFIERS[mode](mode)
+        return VERIFIERS[mode](mode, target)
     for prefix, factory in VERIFIERS.items():
         if prefix.endswith("://") and mode.startswith(prefix):
-            return factory(mode)
+            return factory(mode, target)
     choices = ", ".join(["auto", "none", *(n + "..." if n.endswith("://") else n for n in VERIFIERS)])
     raise UsageError(f"unknown --verify mode {mode!r}", hint=f"one of: {choices}")
 
@@ -118,15 +120,17 @@ def verify_bundle(bundle_dir, how: str = "local", n: int = VERIFY_INPUTS, onnx_p
 
 
 @register_verifier("local")
-def _local(mode: str) -> Verifier:
+def _local(mode: str, target=None) -> Verifier:
+    if target is not None and not target.runs_here:
+        raise UsageError(f"--verify local: a {target.name} bundle cannot run on this machine",
+                         hint="use --verify emulated or rpc://..., or build --target host")
+
     def verify(ctx: VerifyContext, n: int = VERIFY_INPUTS) -> dict:
         return check_bundle(load_bundle(ctx.bundle_dir), ctx, "local", "this machine", n)
     return verify
 
 
-def _remote(mode: str) -> Verifier:
-    parse_rpc(mode)  # a malformed address fails before anything is built
-
+def _on_board(mode: str) -> Verifier:
     def verify(ctx: VerifyContext, n: int = VERIFY_INPUTS) -> dict:
         from c2f_edge.board.remote import open_session
 
@@ -139,8 +143,23 @@ def _remote(mode: str) -> Verifier:
     return verify
 
 
-register_verifier("emulated")(_remote)
-register_verifier("rpc://")(_remote)
+@register_verifier("emulated")
+def _emulated(mode: str, target=None) -> Verifier:
+    if target is not None:
+        from c2f_edge.board import emulator
+
+        emulator.check_runs(target)
+    return _on_board(mode)
+
+
+@register_verifier("rpc://")
+def _rpc(mode: str, target=None) -> Verifier:
+    parse_rpc(mode)  # a malformed address fails before anything is built
+    if target is not None:
+        from c2f_edge.board.remote import check_reachable
+
+        check_reachable(mode)
+    return _on_board(mode)
 
 
 def run_verifier(mode: str, verifier, ctx: VerifyContext, runs_here: bool, target_name: str) -> dict:

@@ -99,6 +99,13 @@ ROWS = [
     Row("verify-rpc-unreachable", ["compile", "--target", "arm64", "--onnx", ONNX, "--verify",
                                    "rpc://127.0.0.1:{free_port}", "--out", "{out}"], "cannot reach", code=3,
         fixtures=("tiny_onnx",)),
+    Row("verify-emulated-host", ["compile", "--target", "host", "--onnx", ONNX, "--verify", "emulated", "--out",
+                                 "{out}"], "the emulated board is an aarch64 Linux CPU", fixtures=("tiny_onnx",)),
+    Row("verify-emulated-gpu", ["compile", "--target", "mali", "--onnx", ONNX, "--verify", "emulated", "--out",
+                                "{out}"], "a mali bundle (opencl GPU code) does not run there", fixtures=("tiny_onnx",)),
+    Row("verify-rpc-unknown-key", ["compile", "--target", "arm64", "--onnx", ONNX, "--verify",
+                                   "rpc://tracker@{rpc_tracker.address}/no-such-board", "--out", "{out}"],
+        "no RPC server registered under key 'no-such-board'", code=3, fixtures=("tiny_onnx", "rpc_tracker")),
     Row("verify-local-cross", ["compile", "--target", "arm64", "--onnx", ONNX, "--verify", "local", "--out",
                                "{out}"], "cannot run on this machine", fixtures=("tiny_onnx",)),
     Row("tampered-bundle-parity", ["parity", "{tmp}/tampered", "-n", "1"], "model.so does not match its manifest",
@@ -135,7 +142,7 @@ def test_bad_input_is_one_clean_error(row: Row, request, tmp_path, capsys):
     if row.prepare:
         row.prepare(tmp_path, fx)
     out = tmp_path / "out"
-    values = {"tmp": str(tmp_path), "out": str(out), "free_port": str(free_port()), **{k: str(v) for k, v in fx.items()}}
+    values = {"tmp": str(tmp_path), "out": str(out), "free_port": str(free_port()), **fx}  # a fixture's attributes: "{rpc_tracker.address}"
     argv = [a.format(**values) if "{" in a and not a.startswith("{\"") and not a.startswith("{ ") else a
             for a in row.argv]
     rc = main(argv)

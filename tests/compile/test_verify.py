@@ -44,6 +44,35 @@ def test_a_bundle_that_disagrees_with_pytorch_is_not_written(mutated_onnx, tmp_p
     _no_bundle(out)
 
 
+@pytest.mark.parametrize("case", ["host-on-the-emulated-board", "no-qemu", "unreachable-server", "unknown-key"])
+def test_what_verify_could_not_check_is_refused_before_the_build(case, tiny_onnx, rpc_tracker, tmp_path, capsys,
+                                                                 monkeypatch):
+    """A bundle the emulated board cannot run, an emulator that is not installed, a board that does not
+    answer: `compile --verify` says so before it spends minutes building, and leaves nothing behind."""
+    from c2f_edge.board.rpc import free_port
+    from c2f_edge.cli import main
+    from c2f_edge.compile import build_job
+    from tests.compile.test_stage import _no_bundle
+
+    def built(*a, **k):
+        pytest.fail("the bundle was built before --verify was refused")
+
+    monkeypatch.setattr(build_job, "run_build_job", built)
+    target, verify, says, code = {
+        "host-on-the-emulated-board": ("host", "emulated", "does not run there", 2),
+        "no-qemu": ("arm64", "emulated", "qemu-aarch64-static not found on PATH", 2),
+        "unreachable-server": ("rpi5", f"rpc://127.0.0.1:{free_port()}", "cannot reach RPC server", 3),
+        "unknown-key": ("arm64", f"rpc://tracker@{rpc_tracker.address}/rk3588", "no RPC server registered", 3),
+    }[case]
+    if case == "no-qemu":
+        monkeypatch.setenv("PATH", str(tmp_path))
+    out = tmp_path / "b"
+    assert main(["compile", "--target", target, "--onnx", str(tiny_onnx), "--verify", verify, "--out", str(out)]) == code
+    err = capsys.readouterr().err
+    assert says in err and "hint:" in err, err
+    _no_bundle(out)
+
+
 @pytest.mark.emulated
 def test_compile_verify_emulated_end_to_end(tiny_onnx, tmp_path, capsys):
     """`compile --target arm64 --verify emulated`: the aarch64 bundle runs on the emulated board and is

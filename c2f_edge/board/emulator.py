@@ -89,12 +89,17 @@ def emulator_dir() -> Path:
     return cache_root() / "emulator"
 
 
+SETUP_HINT = "run `sudo scripts/setup_emulator.sh` (installs qemu-user-static, adds the arm64 architecture)"
+
+
+def check_qemu() -> None:
+    if not shutil.which(QEMU):
+        raise ToolchainError(f"{QEMU} not found on PATH", hint=f"apt-get install qemu-user-static, or {SETUP_HINT}")
+
+
 def check_prerequisites() -> None:
     """Raise ToolchainError naming the fix for each missing host tool."""
-    setup_hint = "run `sudo scripts/setup_emulator.sh` (installs qemu-user-static, adds the arm64 architecture)"
-    if not shutil.which(QEMU):
-        raise ToolchainError(f"{QEMU} not found on PATH",
-                             hint=f"apt-get install qemu-user-static, or {setup_hint}")
+    check_qemu()
     for tool in ("apt-get", "apt-cache", "dpkg", "dpkg-deb"):
         if not shutil.which(tool):
             raise ToolchainError(f"{tool} not found: the emulator rootfs is built from Debian arm64 packages",
@@ -103,12 +108,12 @@ def check_prerequisites() -> None:
                            check=False).stdout
     if "arm64" not in archs.split():
         raise ToolchainError("dpkg has no arm64 architecture, so arm64 packages cannot be downloaded",
-                             hint=f"dpkg --add-architecture arm64 && apt-get update, or {setup_hint}")
+                             hint=f"dpkg --add-architecture arm64 && apt-get update, or {SETUP_HINT}")
     probe = subprocess.run(["apt-cache", "show", "python3.11:arm64"], capture_output=True, text=True,
                            check=False)
     if probe.returncode != 0 or not probe.stdout.strip():
         raise ToolchainError("apt has no arm64 package lists (python3.11:arm64 unknown)",
-                             hint=f"apt-get update, or {setup_hint}")
+                             hint=f"apt-get update, or {SETUP_HINT}")
 
 
 def check_runs(spec) -> None:
@@ -122,10 +127,7 @@ def check_runs(spec) -> None:
                "(arm64, rpi4, rpi5, jetson-orin)")
         raise UsageError(f"--verify emulated: the emulated board is an aarch64 Linux CPU, and a {spec.name} "
                          f"bundle ({what} code) does not run there", hint=how)
-    if not shutil.which(QEMU):
-        raise ToolchainError(f"--verify emulated: {QEMU} not found on PATH",
-                             hint="apt-get install qemu-user-static (`make setup-system` does), or --verify "
-                                  "rpc://... on a real board")
+    check_qemu()
 
 
 def _is_ready(root: Path) -> bool:

@@ -37,7 +37,7 @@ class VerifyContext:
 
 Verifier = Callable[[VerifyContext], dict]
 # name -> factory(mode) -> verifier. A name ending in "://" matches every mode with that prefix.
-VERIFIERS: dict[str, Callable[[str], Verifier]] = {}
+VERIFIERS: dict[str, Callable[..., Verifier]] = {}
 
 
 def register_verifier(name: str):

@@ -17,11 +17,6 @@ from tests.fixtures.tuning import interrupt_tune, measured, tuning_records
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def _run_secs(record) -> list[float]:
-    # A JSONDatabase line: [workload index, [trace, run_secs, target, args_info]]
-    return [float(s) for s in record[1][1]]
-
-
 def _measured_ok(work: Path) -> int:
     return measured(tuning_records(work))
 

@@ -135,8 +135,9 @@ def _tile_reduction(sch, block, spec):
     # second set of output channels only where both sets of held vectors fit in half the registers.
     held = max((math.prod(int(rg.extent) for rg in reads[k].region) for k in vector_operands), default=1)
 
-    def register_tile(nv):
-        """Factors of the axes whose tile reuses a loaded operand (one read ignores them), innermost first."""
+    def register_tile(nv, blocks=True):
+        """Factors of the axes whose tile reuses a loaded operand (one read ignores them), innermost first.
+        blocks=False: no second set of output channels."""
         def budget_for(weights):  # accumulator tiles left once the held vectors have their registers
             return max(1, min(spec.accumulators - weights, MAX_ACCUMULATORS) // (nv * regs))
 
@@ -146,6 +147,8 @@ def _tile_reduction(sch, block, spec):
         innermost_first = [i for i in live if i != vec][::-1]
         for i in sorted(innermost_first, key=lambda i: i not in second_vector):
             if i not in out_dim or len(indexed_by(i)) == len(reads) or budget < 2:
+                continue
+            if i in second_vector and not blocks:
                 continue
             if held > 1 and i in second_vector:  # a second set of output channels holds its own vectors
                 if 2 * held * nv > spec.registers // 2:
@@ -163,6 +166,14 @@ def _tile_reduction(sch, block, spec):
     # badly (7-pixel rows on AVX2: 2 accumulators, 2.5x slower). More than 16 accumulators in all ran
     # slower on AVX-512: LLVM spills.
     factors, single = register_tile(1)
+    # The second set of output channels halves what is left for the pixels: on AVX2 (12 accumulators)
+    # 14- and 7-pixel rows then tile by 2 and 1, so the tile had 4 and 2 accumulators, too few to hide
+    # the FMA latency (stage-4 fc2 at 29% of Zen 3's peak). Take whichever tile holds more. (Tiles that
+    # hold weight vectors, fp16's, keep the choice their instruction counts were measured with.)
+    if held == 1:
+        without, alone = register_tile(1, blocks=False)
+        if alone > single:
+            factors, single = without, alone
     nv = 1
     if vec != write_last and int(ivs[vec].dom.extent) % (2 * v) == 0:
         pair_factors, pair = register_tile(2)

@@ -39,6 +39,9 @@ KINDS = {
     # 56x56x256 in: read once, pixel tiles outer; 64 out
     "1x1 conv from a 3 MB activation": lambda n, s: len(s[1]) == 6 and s[1][2:4] == (1, 1)
     and len(s[0]) == 5 and s[0][1] * s[0][4] == 256 and s[0][2] == 56,
+    # stage 4: 7-pixel rows, 2048 channels in (the MLP's fc2 + residual)
+    "1x1 conv on 7-pixel rows": lambda n, s: len(s[1]) == 6 and s[1][2:4] == (1, 1) and s[0][2] == 7
+    and s[0][1] * s[0][4] == 2048,
     "channels-first LayerNorm": lambda n, s: n.startswith("channel_norm"),
     "global mean": lambda n, s: n.startswith("mean"),
     "head matmul": lambda n, s: "matmul" in n,
@@ -110,7 +113,8 @@ def test_default_schedule_computes_what_the_kernel_computes(host_kernels, kind):
 @pytest.mark.parametrize("spec", [CpuSpec(lanes=4, registers=32), CpuSpec(lanes=4, registers=16)],
                          ids=["arm64-tiles", "armv7-tiles"])
 @pytest.mark.parametrize("kind", ["1x1 conv + GELU", "strided 2x2 conv", "depthwise 11x11 * v",
-                                  "1x1 conv from a 3 MB activation", "channels-first LayerNorm"])
+                                  "1x1 conv from a 3 MB activation", "1x1 conv on 7-pixel rows",
+                                  "channels-first LayerNorm"])
 def test_arm_tile_shapes_compute_the_same(arm64_kernels, spec, kind):
     """The ARM builds' kernels (weights packed by 4) with the ARM tile shapes, run here on x86: this checks
     the schedule; the ARM code generator itself is checked by the emulated board (test_emulator)."""
@@ -241,6 +245,22 @@ def test_blocked_conv_tile_takes_two_output_channel_blocks(host_kernels):
     tile = _tile_loops(sch, CONV_BLOCK + "_update")
     assert tile[0] == (2, "unroll") and tile[-1] == (8, "vector"), tile
     assert 4 <= np.prod([e for e, _ in tile]) // 8 <= 12, tile
+
+
+@pytest.mark.parametrize("registers, blocks, pixels", [(16, 1, 7), (32, 2, 7)], ids=["avx2", "32-registers"])
+def test_a_7_pixel_row_takes_the_tile_with_more_accumulators(host_kernels, registers, blocks, pixels):
+    """With 12 accumulators (AVX2, armv7), two output blocks leave room for 6 pixels, and 7 tiles by 1:
+    2 accumulators, too few to hide the FMA latency (stage 4 ran at 29% of Zen 3's peak). One block x 7
+    pixels holds 7. With 32 registers both blocks fit beside the 7 pixels, and keep their pair."""
+    from tvm import s_tir
+
+    from c2f_edge.backend.passes.block_channels import CONV_BLOCK
+
+    name = _pick(host_kernels, KINDS["1x1 conv on 7-pixel rows"])
+    sch = s_tir.Schedule(host_kernels[name])
+    assert TiledReduction().schedule(sch, CpuSpec(lanes=8, registers=registers))
+    tile = _tile_loops(sch, CONV_BLOCK + "_update")
+    assert tile == ([(2, "unroll")] if blocks == 2 else []) + [(pixels, "unroll"), (8, "vector")], tile
 
 
 def _heap_calls_per_task(func, target) -> list[str]:

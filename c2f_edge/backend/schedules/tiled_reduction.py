@@ -44,6 +44,7 @@ class TiledReduction(Rule):
         tile = _tile_reduction(sch, main, spec)
         if tile is None:
             return False
+        broadcast = [sch.get(main).reads[i].source for i in tile.broadcast]
         _stage_broadcast_runs(sch, main, tile)
         writeback = sch.cache_write(main, 0, SCRATCH)
         rank = len(sch.get(main).writes[0].region)
@@ -60,7 +61,8 @@ class TiledReduction(Rule):
         init = sch.decompose_reduction(main, sch.get_loops(main)[1])
         _vectorize_tail(sch, init, spec, len(sch.get_loops(init)) - 2)
         for b in padded:
-            parallel_vectorize(sch, b, spec, vectorize=False)
+            if not _pad_per_tile(sch, b, tile, spec, broadcast):
+                parallel_vectorize(sch, b, spec, vectorize=False)
         return True
 
 
@@ -210,6 +212,35 @@ def _tile_reduction(sch, block, spec):
     broadcast = tuple(read_index[k] for k in range(len(reads)) if k not in vector_operands)
     return Tile(outer=fused, vec_dim=out_dim[vec], reduce_inner=loops[reduce[-1]] if reduce else None,
                 broadcast=broadcast)
+
+
+# The pad's patch per tile against the whole padded tensor: a depthwise 3x3 tile of 8 pixels pads
+# 3 rows x 10 = 3.75x; a depthwise 11x11 one 25x, a dense 3x3 conv's (all input channels) 7x.
+MAX_PAD_REDUNDANCY = 4
+
+
+def _pad_per_tile(sch, pad, tile, spec, broadcast) -> bool:
+    """Pad each tile's patch of the input under the tile loop, in cache, instead of writing the whole
+    padded tensor and reading it back: the depthwise 3x3 + GELU kernels, bound by that traffic, ran
+    1.3-1.9x faster on Zen 3 (56x56: 0.56 -> 0.35 ms). Only where the patches together cost at most
+    MAX_PAD_REDUNDANCY times the padded tensor and their inner dimension is whole vectors: per tile,
+    the 11x11 kernels (25x) ran 1.2-1.3x slower, and so did the stem's pad of 3 NCHW channels. Never for
+    a broadcast input (a dense conv's): every block of output channels would pad it again."""
+    if any(buf.same_as(sch.get(pad).writes[0].source) for buf in broadcast):
+        return False
+    trial = sch.copy()
+    trial.compute_at(pad, tile.outer, preserve_unit_loops=True)
+    loops = trial.get_loops(pad)[1:]
+    if not loops or loop_extent(trial, loops[-1]) % spec.lanes:
+        return False
+    patch = math.prod(loop_extent(trial, lp) for lp in loops)
+    total = math.prod(int(d) for d in sch.get(pad).writes[0].source.shape)
+    if patch * loop_extent(sch, tile.outer) > MAX_PAD_REDUNDANCY * total:
+        return False
+    sch.compute_at(pad, tile.outer, preserve_unit_loops=True)
+    loops = sch.get_loops(pad)[1:]
+    sch.vectorize(loops[-1])
+    return True
 
 
 def _stage_broadcast_runs(sch, block, tile) -> None:

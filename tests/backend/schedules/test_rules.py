@@ -34,6 +34,7 @@ KINDS = {
     "1x1 conv + residual": lambda n, s: len(s[1]) == 6 and s[1][2:4] == (1, 1) and len(s) == 5,
     "strided 2x2 conv": lambda n, s: len(s[1]) == 6 and s[1][2:4] == (2, 2),
     "stem 3x3 conv": lambda n, s: len(s[1]) == 5 and s[1][2:4] == (3, 3) and s[0][1] == 3,
+    "blocked 3x3 conv": lambda n, s: len(s[1]) == 6 and s[1][2:4] == (3, 3),  # the stem's second
     "depthwise 11x11 * v": lambda n, s: len(s[1]) == 4 and s[1][1:3] == (11, 11) and "multiply" in n,
     "depthwise 3x3 + GELU + residual": lambda n, s: len(s[1]) == 4 and s[1][1:3] == (3, 3),
     # 56x56x256 in: read once, pixel tiles outer; 64 out
@@ -114,7 +115,7 @@ def test_default_schedule_computes_what_the_kernel_computes(host_kernels, kind):
                          ids=["arm64-tiles", "armv7-tiles"])
 @pytest.mark.parametrize("kind", ["1x1 conv + GELU", "strided 2x2 conv", "depthwise 11x11 * v",
                                   "1x1 conv from a 3 MB activation", "1x1 conv on 7-pixel rows",
-                                  "channels-first LayerNorm"])
+                                  "depthwise 3x3 + GELU + residual", "channels-first LayerNorm"])
 def test_arm_tile_shapes_compute_the_same(arm64_kernels, spec, kind):
     """The ARM builds' kernels (weights packed by 4) with the ARM tile shapes, run here on x86: this checks
     the schedule; the ARM code generator itself is checked by the emulated board (test_emulator)."""
@@ -261,6 +262,36 @@ def test_a_7_pixel_row_takes_the_tile_with_more_accumulators(host_kernels, regis
     assert TiledReduction().schedule(sch, CpuSpec(lanes=8, registers=registers))
     tile = _tile_loops(sch, CONV_BLOCK + "_update")
     assert tile == ([(2, "unroll")] if blocks == 2 else []) + [(pixels, "unroll"), (8, "vector")], tile
+
+
+@pytest.mark.parametrize("kind, registers, per_tile", [
+    ("depthwise 3x3 + GELU + residual", 16, True), ("depthwise 3x3 + GELU + residual", 32, True),
+    ("depthwise 11x11 * v", 16, False), ("stem 3x3 conv", 16, False)])
+def test_a_depthwise_3x3_pads_each_tile_in_cache(host_kernels, kind, registers, per_tile):
+    """The depthwise 3x3 pads each tile's patch under the tile loop (3.75x the padded tensor's values, in
+    L1) instead of writing the whole padded tensor and reading it back; an 11x11 patch is 25x, and a dense
+    conv would pad its input again for every block of output channels: those pad once, up front."""
+    from tvm import s_tir
+
+    name = _pick(host_kernels, KINDS[kind])
+    sch = s_tir.Schedule(host_kernels[name])
+    assert TiledReduction().schedule(sch, CpuSpec(lanes=8, registers=registers))
+    pads = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint.startswith("pad")]
+    assert len(pads) == 1, name
+    outermost = {sch.get(sch.get_loops(b)[0]) for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    assert (len(outermost) == 1) == per_tile, sch.mod.script()
+
+
+def test_a_dense_conv_pads_its_input_once_even_where_the_patches_are_few(avx512_kernels):
+    """With AVX-512's tiles the stem's blocked 3x3 conv would pad under 4x its input per tile, but each
+    block of output channels would pad the same patch again (the input is their broadcast operand)."""
+    from tvm import s_tir
+
+    name = _pick(avx512_kernels, KINDS["blocked 3x3 conv"])
+    sch = s_tir.Schedule(avx512_kernels[name])
+    assert TiledReduction().schedule(sch, CpuSpec(lanes=16, registers=32))
+    outermost = {sch.get(sch.get_loops(b)[0]) for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    assert len(outermost) == 2, sch.mod.script()
 
 
 def _heap_calls_per_task(func, target) -> list[str]:

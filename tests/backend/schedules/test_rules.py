@@ -264,6 +264,11 @@ def test_a_7_pixel_row_takes_the_tile_with_more_accumulators(host_kernels, regis
     assert tile == ([(2, "unroll")] if blocks == 2 else []) + [(pixels, "unroll"), (8, "vector")], tile
 
 
+def _outermost_loops(sch) -> set:
+    """The distinct outermost loops of a kernel's blocks: one where everything runs under the tile loop."""
+    return {sch.get(sch.get_loops(b)[0]) for b in sch.get_child_blocks(sch.get_sblock("root"))}
+
+
 @pytest.mark.parametrize("kind, registers, per_tile", [
     ("depthwise 3x3 + GELU + residual", 16, True), ("depthwise 3x3 + GELU + residual", 32, True),
     ("depthwise 11x11 * v", 16, False), ("stem 3x3 conv", 16, False)])
@@ -278,8 +283,7 @@ def test_a_depthwise_3x3_pads_each_tile_in_cache(host_kernels, kind, registers, 
     assert TiledReduction().schedule(sch, CpuSpec(lanes=8, registers=registers))
     pads = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint.startswith("pad")]
     assert len(pads) == 1, name
-    outermost = {sch.get(sch.get_loops(b)[0]) for b in sch.get_child_blocks(sch.get_sblock("root"))}
-    assert (len(outermost) == 1) == per_tile, sch.mod.script()
+    assert (len(_outermost_loops(sch)) == 1) == per_tile, sch.mod.script()
 
 
 def test_a_dense_conv_pads_its_input_once_even_where_the_patches_are_few(avx512_kernels):
@@ -290,8 +294,7 @@ def test_a_dense_conv_pads_its_input_once_even_where_the_patches_are_few(avx512_
     name = _pick(avx512_kernels, KINDS["blocked 3x3 conv"])
     sch = s_tir.Schedule(avx512_kernels[name])
     assert TiledReduction().schedule(sch, CpuSpec(lanes=16, registers=32))
-    outermost = {sch.get(sch.get_loops(b)[0]) for b in sch.get_child_blocks(sch.get_sblock("root"))}
-    assert len(outermost) == 2, sch.mod.script()
+    assert len(_outermost_loops(sch)) == 2, sch.mod.script()
 
 
 def _heap_calls_per_task(func, target) -> list[str]:

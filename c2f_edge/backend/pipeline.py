@@ -19,7 +19,7 @@ from c2f_edge.backend.targets import as_target, is_gpu
 
 # Bump when a change here (or in passes/, legalize/, schedules/ where it changes which kernels are
 # built) alters the kernels: tuning logs record it, and old records would otherwise silently stop matching.
-PIPELINE_VERSION = 5
+PIPELINE_VERSION = 6
 
 
 def legalize_and_fuse(mod, target, blocked: bool = True, precision: Precision = FP32):

@@ -11,7 +11,7 @@ polynomials by Estrin's scheme instead of Horner's: shorter dependency chains, a
 overwrites its addend, fewer register copies. Conv2Former-N evaluates 9.5 million GELUs per image; on the
 emulated Cortex-A76 this cut 8 M instructions and 2.4% of the estimated cycles.
 
-The coefficients need fp32's range (Q reaches 1e7 at the clamp): in an fp16 build the GELU reads and
+The coefficients need fp32's range (Q reaches 2.4e6 at the clamp): in an fp16 build the GELU reads and
 writes fp16 but computes in `compute` (fp32, see backend/precision.py)."""
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def legalize_and_fuse_passes(cpu: bool, blocked: bool = True, precision: Precisi
     from c2f_edge.backend.legalize.gelu import gelu_legalizer
 
     precision = precision.for_device(gpu=not cpu)
-    custom = {"relax.nn.gelu": gelu_legalizer(precision.gelu)}
+    custom = {"relax.nn.gelu": gelu_legalizer(precision.gelu, bind=not cpu)}
     rewrites, layout = [], []
     # After the decompositions, so that the inference BatchNorms (a per-channel scale and shift) run in
     # fp16 too; FoldConstant then stores the weights as fp16.

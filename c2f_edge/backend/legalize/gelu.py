@@ -34,16 +34,18 @@ def estrin(coeffs, s):
     return terms[0]
 
 
-def gelu_legalizer(compute: str = "float32"):
-    """A LegalizeOps customization for relax.nn.gelu, computed in `compute` whatever the tensor's dtype."""
+def gelu_legalizer(compute: str = "float32", bind: bool = False):
+    """A LegalizeOps customization for relax.nn.gelu, computed in `compute` whatever the tensor's dtype.
+    bind: let-bind t and t^2 (GPU kernels are OpenCL C source, where each inlined copy is text; LLVM
+    finds the common subexpressions itself, so CPU kernels keep the plain expression)."""
 
     def legalize(bb, call):
-        return bb.call_te(_gelu, call.args[0], compute, primfunc_name_hint="gelu")
+        return bb.call_te(_gelu, call.args[0], compute, bind, primfunc_name_hint="gelu")
 
     return legalize
 
 
-def _gelu(x, compute):
+def _gelu(x, compute, bind=False):
     from tvm import te, tirx
 
     def const(v):
@@ -52,9 +54,11 @@ def _gelu(x, compute):
     def body(*i):
         y = x(*i) if str(x.dtype) == compute else x(*i).astype(compute)
         t = tirx.max(tirx.min(y, const(CLAMP)), const(-CLAMP))
-        s = t * t
-        r = estrin([const(c) for c in NUM], s) * t / estrin([const(c) for c in DEN], s)
+        tv, sv = (tirx.Var("t", compute), tirx.Var("s", compute)) if bind else (t, t * t)
+        r = estrin([const(c) for c in NUM], sv) * tv / estrin([const(c) for c in DEN], sv)
         out = y * tirx.max(const(0.5) + r, const(0.0))  # 1/2 + r can round to -6e-8 at the clamp
+        if bind:
+            out = tirx.Let(tv, t, tirx.Let(sv, tv * tv, out))
         return out if str(x.dtype) == compute else out.astype(x.dtype)
 
     return te.compute(x.shape, body, name="T_gelu")

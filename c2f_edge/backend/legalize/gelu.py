@@ -6,10 +6,11 @@ is never vectorized (652 call sites in the .so).
 is exact GELU, x (1 + erf(x / sqrt 2)) / 2, with erf a rational function whose constants (the 1/sqrt 2 and
 the 1/2) are folded into the coefficients and Q made monic, fitted by scripts/fit_gelu.py. Max abs error
 9.3e-7 against float64 GELU for |x| <= 12 (fp32 rounding included; TOPI's `fast_erf`, used before: 1.4e-6),
-and beyond the clamp at most one fp32 ulp of x, never of the wrong sign. Against TOPI's form it saves the scaling multiplies and evaluates the
-polynomials by Estrin's scheme instead of Horner's: shorter dependency chains, and on NEON, whose FMA
-overwrites its addend, fewer register copies. Conv2Former-N evaluates 9.5 million GELUs per image; on the
-emulated Cortex-A76 this cut 8 M instructions and 2.4% of the estimated cycles.
+and beyond the clamp at most one fp32 ulp of x, never of the wrong sign. Against TOPI's form it saves the
+scaling multiplies and evaluates the polynomials by Estrin's scheme instead of Horner's: shorter
+dependency chains, and on NEON, whose FMA overwrites its addend, fewer register copies. Conv2Former-N
+evaluates 9.5 million GELUs per image; on the emulated Cortex-A76 this cut 11.8 M instructions and 1.9%
+of the estimated cycles.
 
 The coefficients need fp32's range (Q reaches 2.4e6 at the clamp): in an fp16 build the GELU reads and
 writes fp16 but computes in `compute` (fp32, see backend/precision.py)."""

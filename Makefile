@@ -41,16 +41,22 @@ demo: setup
 test: setup setup-system
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-# Re-tune this machine's host log after a change to the kernels (a schedule rule, a pass, PIPELINE_VERSION):
-# about 45 minutes for 1,500 trials on 2 cores, so run it in the background. It tunes into build/retune-host/
-# (an interrupted run resumes there), then replaces tuning_logs/host/<cpu>-<cores>cores/: commit that.
+# Re-tune this machine's host log after a change to the kernels (a schedule rule, a pass, PIPELINE_VERSION).
+# It tunes into build/retune-host/ (an interrupted run resumes there), starting from this CPU's shipped log:
+# after a version bump the kernels that did not change keep their records (tune/carry.py), so the trials go
+# to the changed ones. RETUNE_FRESH=1 starts from nothing: about 45 minutes for 1,500 trials on 2 cores, so
+# run it in the background. Then it replaces tuning_logs/host/<cpu>-<cores>cores/: commit that.
 RETUNE_TRIALS ?= 1500
+HOST_LOG = tuning_logs/host/$(shell $(PYTHON) -c 'from c2f_edge.backend import targets; print(targets.get("host").machine())')
 retune-host: setup
 	@test -f build/onnx/model.onnx || $(BIN)c2f-edge export --weights synthetic --out build/onnx
+	@if [ -z "$(RETUNE_FRESH)" ] && [ ! -f build/retune-host/database_tuning_record.json ] && \
+		[ -f $(HOST_LOG)/database_tuning_record.json ]; then \
+		mkdir -p build/retune-host && cp $(HOST_LOG)/meta.json $(HOST_LOG)/database_*.json build/retune-host/ && \
+		echo "starting from $(HOST_LOG)"; fi
 	$(BIN)c2f-edge tune --target host --onnx build/onnx/model.onnx --trials $(RETUNE_TRIALS) --work-dir build/retune-host
-	@dest=tuning_logs/host/$$($(PYTHON) -c 'from c2f_edge.backend import targets; print(targets.get("host").machine())'); \
-		rm -rf $$dest && mkdir -p $$dest && \
-		cp build/retune-host/meta.json build/retune-host/database_*.json $$dest/ && echo "wrote $$dest: commit it"
+	rm -rf $(HOST_LOG) && mkdir -p $(HOST_LOG) && \
+		cp build/retune-host/meta.json build/retune-host/database_*.json $(HOST_LOG)/ && echo "wrote $(HOST_LOG): commit it"
 
 lint:
 	$(BIN)ruff check c2f_edge tests scripts

@@ -24,6 +24,11 @@ Interrupt with Ctrl-C (or lose the board) at any time: the records measured so f
 same command again to resume: --trials is the total, so only the rest is measured, least-tuned
 kernels first.
 
+After an upgrade of c2f-edge that changed some kernels (a new PIPELINE_VERSION), tuning into the same
+directory carries its log over: the records of the kernels that did not change are kept, those of the
+changed ones dropped, and --trials counts from what is kept, so the rest goes to the changed kernels.
+A log for another TVM version, target, precision or model graph is refused, untouched.
+
 A farm: with --rpc-tracker, every board registered under --rpc-key measures at once (--boards N caps
 it). A board that drops costs only the candidates it was measuring: they are measured again on the
 others. When the last board is gone, tuning stops as on Ctrl-C, and resumes the same way.

@@ -5,6 +5,7 @@
     measure.py  where candidates are measured (this CPU, a board over RPC) and with how many threads
     search.py   the task scheduler (saves every round) and the progress bar
     resume.py   picking up an interrupted run where it stopped
+    carry.py    a log of an older PIPELINE_VERSION: keep the records of the kernels that did not change
     logs.py     MetaSchedule's per-task logs, without touching the caller's logging
 """
 

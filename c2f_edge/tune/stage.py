@@ -20,6 +20,7 @@ from c2f_edge.backend import precision, tuning_db
 from c2f_edge.backend.targets import is_gpu
 from c2f_edge.backend.tuning_db import RECORD_FILE, WORKLOAD_FILE, TuningLog, mismatch, read_log, write_meta
 from c2f_edge.core.errors import ArtifactError, RemoteError, UsageError, first_line
+from c2f_edge.tune import carry
 from c2f_edge.tune.logs import task_logs
 from c2f_edge.tune.measure import (
     emulated_machine,
@@ -86,6 +87,7 @@ class _Job:
     tasks: list = field(default_factory=list)
     order: list[int] = field(default_factory=list)
     prev_time_s: float = 0.0
+    carry_from: int | None = None  # the work dir's log is of this older pipeline version: carry it over
     runner: object = None  # set by _search; a FarmRunner counts the candidates it measured again
 
     @property
@@ -192,7 +194,7 @@ def _resolve(cfg: TuneConfig) -> _Job:
     onnx_path = _onnx_path(cfg)
     ident = model_identity(onnx_path)
     work_dir = Path(cfg.work_dir) if cfg.work_dir else default_work_dir(cfg.target, spec.machine(), cfg.precision)
-    _check_work_dir(work_dir, target_json, ident["graph_signature"], cfg.precision)
+    carry_from = _check_work_dir(work_dir, target_json, ident["graph_signature"], cfg.precision)
     if not cfg.emulated:
         half_on_opencl = cfg.precision != "fp32" and spec.kind == "opencl"
         machine = remote_machine(cfg, half_on_opencl) if remote else host_machine()
@@ -203,7 +205,7 @@ def _resolve(cfg: TuneConfig) -> _Job:
         print(f"  {per_round} candidates per round instead of {cfg.trials_per_round}: a multiple of the {boards} "
               "boards", file=sys.stderr)
         cfg = replace(cfg, trials_per_round=per_round)
-    return _Job(cfg, target_json, fcompile, onnx_path, ident, work_dir, machine)
+    return _Job(cfg, target_json, fcompile, onnx_path, ident, work_dir, machine, carry_from=carry_from)
 
 
 def _plan(job: _Job) -> tuple[int, int]:
@@ -212,6 +214,12 @@ def _plan(job: _Job) -> tuple[int, int]:
     job.tasks = extract_tasks(job.onnx_path, job.target_json, precision.get(cfg.precision))
     if work_dir.is_dir() and repair_tail(work_dir):
         print(f"  dropped a half-written line in {work_dir} (a run killed mid-write)", file=sys.stderr)
+    if job.carry_from is not None:
+        c = carry.carry_over(work_dir, job.tasks)
+        print(f"  carried {work_dir} over from pipeline version {job.carry_from} to {c['to_pipeline_version']}: "
+              f"kept {c['records_kept']} records of the {c['kernels_kept']} kernels that did not change, dropped "
+              f"{c['records_dropped']} of kernels the graph no longer has; {c['kernels_new']} kernels are new",
+              file=sys.stderr)
     counts = task_record_counts(job.tasks, work_dir)
     job.order, left, done = plan_resume(job.tasks, counts, cfg.trials, cfg.trials_per_round, cfg.max_tasks)
     print(f"  {len(job.tasks)} tasks; tuning {len(job.order)}; {done} trials already in {work_dir}, "
@@ -347,22 +355,29 @@ def _sigterm_as_interrupt():
             signal.signal(sig, h)
 
 
-def _check_work_dir(work_dir: Path, target_json: dict, graph_sig: str, precision_name: str = "fp32") -> None:
-    """Refuse to mix records for another TVM version, target or model into an existing log."""
+def _check_work_dir(work_dir: Path, target_json: dict, graph_sig: str, precision_name: str = "fp32") -> int | None:
+    """Refuse to mix records for another TVM version, target or model into an existing log. Returns the
+    log's pipeline version where that is all that differs (the log is carried over: tune.carry)."""
     if not work_dir.exists():
-        return
+        return None
     if not work_dir.is_dir():
         raise UsageError(f"--work-dir {work_dir} is a file", hint="pass a directory")
+    if carry.finish(work_dir):
+        print(f"  finished carrying {work_dir} over (a run was stopped while moving its files)", file=sys.stderr)
     has_db = (work_dir / RECORD_FILE).is_file() or (work_dir / WORKLOAD_FILE).is_file()
     if not has_db:
-        return
+        return None
     log = read_log(work_dir)
     if not log.meta:
-        return  # interrupted before the first meta.json write: the records are ours to resume
+        return None  # interrupted before the first meta.json write: the records are ours to resume
+    old = carry.stale_by_version_only(log, target_json, graph_sig, precision_name)
+    if old is not None:
+        return old
     why = mismatch(log, target_json, graph_sig, precision_name)
     if why:
         raise UsageError(f"{work_dir} holds a tuning log for something else: {why}",
                          hint="pass another --work-dir, or delete that directory to start over")
+    return None
 
 
 def _onnx_path(cfg: TuneConfig) -> Path:

@@ -6,6 +6,7 @@ from c2f_edge.backend.schedules.base import (
     Rule,
     has_if_then_else,
     is_reduction,
+    parallel_pad,
     parallel_vectorize,
     root_blocks,
 )
@@ -24,7 +25,10 @@ class Elementwise(Rule):
             if _inlinable(sch, b):
                 sch.compute_inline(b)
         for b in root_blocks(sch):
-            parallel_vectorize(sch, b, spec, vectorize=not has_if_then_else(sch, b))
+            if has_if_then_else(sch, b):
+                parallel_pad(sch, b)
+            else:
+                parallel_vectorize(sch, b, spec, vectorize=True)
         return True
 
 

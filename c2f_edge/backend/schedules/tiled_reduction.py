@@ -14,7 +14,7 @@ from c2f_edge.backend.schedules.base import (
     has_if_then_else,
     is_reduction,
     loop_extent,
-    parallel_vectorize,
+    parallel_pad,
     root_blocks,
     vector_factor,
 )
@@ -62,7 +62,7 @@ class TiledReduction(Rule):
         _vectorize_tail(sch, init, spec, len(sch.get_loops(init)) - 2)
         for b in padded:
             if not _pad_per_tile(sch, b, tile, spec, broadcast):
-                parallel_vectorize(sch, b, spec, vectorize=False)
+                parallel_pad(sch, b)
         return True
 
 

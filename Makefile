@@ -47,16 +47,16 @@ test: setup setup-system
 # to the changed ones. RETUNE_FRESH=1 starts from nothing: about 45 minutes for 1,500 trials on 2 cores, so
 # run it in the background. Then it replaces tuning_logs/host/<cpu>-<cores>cores/: commit that.
 RETUNE_TRIALS ?= 1500
-HOST_LOG = tuning_logs/host/$(shell $(PYTHON) -c 'from c2f_edge.backend import targets; print(targets.get("host").machine())')
 retune-host: setup
 	@test -f build/onnx/model.onnx || $(BIN)c2f-edge export --weights synthetic --out build/onnx
-	@if [ -z "$(RETUNE_FRESH)" ] && [ ! -f build/retune-host/database_tuning_record.json ] && \
-		[ -f $(HOST_LOG)/database_tuning_record.json ]; then \
-		mkdir -p build/retune-host && cp $(HOST_LOG)/meta.json $(HOST_LOG)/database_*.json build/retune-host/ && \
-		echo "starting from $(HOST_LOG)"; fi
-	$(BIN)c2f-edge tune --target host --onnx build/onnx/model.onnx --trials $(RETUNE_TRIALS) --work-dir build/retune-host
-	rm -rf $(HOST_LOG) && mkdir -p $(HOST_LOG) && \
-		cp build/retune-host/meta.json build/retune-host/database_*.json $(HOST_LOG)/ && echo "wrote $(HOST_LOG): commit it"
+	@dest=tuning_logs/host/$$($(PYTHON) -c 'from c2f_edge.backend import targets; print(targets.get("host").machine())'); \
+	if [ -z "$(RETUNE_FRESH)" ] && [ ! -f build/retune-host/database_tuning_record.json ] && \
+		[ -f $$dest/database_tuning_record.json ]; then \
+		mkdir -p build/retune-host && cp $$dest/meta.json $$dest/database_*.json build/retune-host/ && \
+		echo "starting from $$dest"; fi; \
+	$(BIN)c2f-edge tune --target host --onnx build/onnx/model.onnx --trials $(RETUNE_TRIALS) --work-dir build/retune-host && \
+	rm -rf $$dest && mkdir -p $$dest && \
+	cp build/retune-host/meta.json build/retune-host/database_*.json $$dest/ && echo "wrote $$dest: commit it"
 
 lint:
 	$(BIN)ruff check c2f_edge tests scripts

@@ -19,7 +19,15 @@ import shutil
 from pathlib import Path
 
 from c2f_edge.backend.pipeline import PIPELINE_VERSION
-from c2f_edge.backend.tuning_db import META, RECORD_FILE, WORKLOAD_FILE, TuningLog, mismatch, write_meta
+from c2f_edge.backend.tuning_db import (
+    META,
+    RECORD_FILE,
+    WORKLOAD_FILE,
+    TuningLog,
+    mismatch,
+    read_log,
+    write_meta,
+)
 
 JOURNAL = ".carry"
 _DONE = "complete"
@@ -61,7 +69,7 @@ def carry_over(work_dir: Path, tasks) -> dict:
                 new.commit_tuning_record(ms.database.TuningRecord(r.trace, nwl, run_secs=r.run_secs,
                                                                   target=r.target, args_info=r.args_info))
                 kept += 1
-    meta = _old_meta(work_dir)
+    meta = read_log(work_dir).meta
     report = {"from_pipeline_version": meta.get("pipeline_version"),
               "to_pipeline_version": PIPELINE_VERSION, "kernels_kept": len(seen),
               "kernels_new": len(tasks) - len(seen), "records_kept": kept, "records_dropped": len(records) - kept}
@@ -84,9 +92,3 @@ def finish(work_dir: Path) -> bool:
                 os.replace(journal / name, work_dir / name)
     shutil.rmtree(journal, ignore_errors=True)
     return done
-
-
-def _old_meta(work_dir: Path) -> dict:
-    import json
-
-    return json.loads((work_dir / META).read_text())

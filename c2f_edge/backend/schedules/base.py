@@ -97,8 +97,9 @@ def parallel_pad(sch, block) -> None:
     sch.parallel(sch.fuse(*loops[:k]) if k > 1 else loops[0])
 
 
-def parallel_vectorize(sch, block, spec, vectorize: bool) -> None:
-    """Parallel over all but the innermost loop, the innermost vectorized in lane-sized pieces."""
+def parallel_vectorize(sch, block, spec) -> None:
+    """Parallel over all but the innermost loop, the innermost vectorized in lane-sized pieces (a reduction:
+    threads over its leading spatial loops only; a pad: see parallel_pad)."""
     loops = sch.get_loops(block)
     if not loops:
         return
@@ -118,8 +119,7 @@ def parallel_vectorize(sch, block, spec, vectorize: bool) -> None:
     inner = loops[-1]
     outer = sch.fuse(*loops[:-1])
     sch.parallel(outer)
-    if vectorize:
-        n = loop_extent(sch, inner)
-        if n > 2 * spec.lanes:
-            _, inner = sch.split(inner, factors=[None, vector_factor(n, spec.lanes)])
-        sch.vectorize(inner)
+    n = loop_extent(sch, inner)
+    if n > 2 * spec.lanes:
+        _, inner = sch.split(inner, factors=[None, vector_factor(n, spec.lanes)])
+    sch.vectorize(inner)

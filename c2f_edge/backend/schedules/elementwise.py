@@ -19,7 +19,7 @@ class Elementwise(Rule):
         blocks = root_blocks(sch)
         if any(is_reduction(sch, b) for b in blocks):
             for b in blocks:  # declined reductions still get threads, at least
-                parallel_vectorize(sch, b, spec, vectorize=not is_reduction(sch, b))
+                parallel_vectorize(sch, b, spec)
             return True
         for b in blocks[:-1]:
             if _inlinable(sch, b):
@@ -28,7 +28,7 @@ class Elementwise(Rule):
             if has_if_then_else(sch, b):
                 parallel_pad(sch, b)
             else:
-                parallel_vectorize(sch, b, spec, vectorize=True)
+                parallel_vectorize(sch, b, spec)
         return True
 
 

@@ -264,6 +264,10 @@ def test_a_7_pixel_row_takes_the_tile_with_more_accumulators(host_kernels, regis
     assert tile == ([(2, "unroll")] if blocks == 2 else []) + [(pixels, "unroll"), (8, "vector")], tile
 
 
+def _pad_blocks(sch) -> list:
+    return [b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint.startswith("pad")]
+
+
 def _outermost_loops(sch) -> set:
     """The distinct outermost loops of a kernel's blocks: one where everything runs under the tile loop."""
     return {sch.get(sch.get_loops(b)[0]) for b in sch.get_child_blocks(sch.get_sblock("root"))}
@@ -281,7 +285,7 @@ def test_a_depthwise_3x3_pads_each_tile_in_cache(host_kernels, kind, registers, 
     name = _pick(host_kernels, KINDS[kind])
     sch = s_tir.Schedule(host_kernels[name])
     assert TiledReduction().schedule(sch, CpuSpec(lanes=8, registers=registers))
-    pads = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint.startswith("pad")]
+    pads = _pad_blocks(sch)
     assert len(pads) == 1, name
     assert (len(_outermost_loops(sch)) == 1) == per_tile, sch.mod.script()
 
@@ -307,7 +311,7 @@ def test_a_pad_done_once_steps_its_inner_loops(host_kernels):
     name = _pick(host_kernels, KINDS["depthwise 11x11 * v"])
     sch = s_tir.Schedule(host_kernels[name])
     assert TiledReduction().schedule(sch, CpuSpec(lanes=8, registers=16))
-    (pad,) = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint.startswith("pad")]
+    (pad,) = _pad_blocks(sch)
     loops = [sch.get(lp) for lp in sch.get_loops(pad)]
     shape = [int(d) for d in sch.get(pad).writes[0].source.shape]
     assert loops[0].kind == tirx.ForKind.PARALLEL and int(loops[0].extent) >= PAD_PARALLEL_ITEMS

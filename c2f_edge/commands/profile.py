@@ -16,6 +16,8 @@ what it measures (on the board, with TVM's time evaluator):
   latency of `main` per inference: min, p50, p90, p99, mean, std over --repeat samples, each sample the
   mean of --number runs; the cold start (first call after loading) separately; throughput in images/s.
   --per-op: every distinct fused kernel timed alone on the board, as a table and bars, with its share.
+  With --local also in the model's own sequence (`in model ms`, `x alone`): where a kernel loses to the
+  caches the kernels before it left, and what the VM's builtins and dispatch take between kernels.
   Every result records the conditions: board key, CPU/cores where the board reveals them, threads,
   TVM versions, the bundle's sha256 and tuning state, the date. Timings from an emulated board are
   labelled EMULATED: they are not latencies of any device.

@@ -24,9 +24,12 @@ profile JSON (schema 1), as written by `c2f-edge profile --json PATH`:
   timing_method     "board" (TVM time evaluator on the board) or "client" (runs >= 1 s, timed around the call)
   samples_ms        every sample (each the mean of `number` runs)
   warmup_ms, load   warm-up call times; {upload_s, load_s}
-  per_op            [{kernel, calls, signature, ms_per_call, total_ms, share, error}], by total_ms
+  per_op            [{kernel, calls, signature, ms_per_call, total_ms, share, error; local runs also
+                    in_model_ms, in_model_calls}], by total_ms
   per_op_summary    {kernel_sum_ms, end_to_end_ms (p50), kernel_sum_over_end_to_end, kernels_measured,
-                    kernels_failed, calls, kernels_planned, calls_planned, complete, error, method}
+                    kernels_failed, calls, kernels_planned, calls_planned, complete, error, method,
+                    in_model: null (boards), {error}, or {kernel_sum_ms, kernel_calls, builtins_ms, builtin_calls,
+                    run_ms, runs, method} (local runs: every call timed in the model's own sequence)}
   notes             caveats that apply to these numbers
 
 instruction counts JSON (schema 1), as written by `c2f-edge profile --emulated --json PATH` without a board:
@@ -133,21 +136,35 @@ def markdown(result: dict, top: int = 15) -> str:
 
 def per_op_table(result: dict, top: int = 15) -> list[str]:
     summ, rows = result["per_op_summary"], result["per_op"]
+    im = summ.get("in_model")
+    im_error = im.get("error") if im else None
+    im = None if im_error else im
     emu = " (emulated)" if result["conditions"]["board"]["emulated"] else ""
     title = (f"Per-kernel breakdown{emu}: {summ['kernels_measured']} kernels, {summ['calls']} calls"
              f"{'' if summ['complete'] else ' (INCOMPLETE)'}")
-    out = [title, "",
-           "| # | kernel | calls | ms/call | total ms | share |", "|---:|---|---:|---:|---:|---:|"]
+    head, rule = "| # | kernel | calls | ms/call | total ms | share |", "|---:|---|---:|---:|---:|---:|"
+    if im:
+        head, rule = head + " in model ms | x alone |", rule + "---:|---:|"
+    out = [title, "", head, rule]
     for i, r in enumerate(rows[:top], 1):
         if r["total_ms"] is None:
             out.append(f"| {i} | {r['kernel']} | {r['calls']} | failed | | {r['error'] or ''} |")
-        else:
-            out.append(f"| {i} | {r['kernel']} | {r['calls']} | {_f(r['ms_per_call'], 4)} | "
-                       f"{_f(r['total_ms'], 3)} | {r['share'] * 100:.1f}% |")
+            continue
+        line = (f"| {i} | {r['kernel']} | {r['calls']} | {_f(r['ms_per_call'], 4)} | "
+                f"{_f(r['total_ms'], 3)} | {r['share'] * 100:.1f}% |")
+        if im:
+            ms = r.get("in_model_ms")
+            # a ratio of microsecond kernels is the clock's noise
+            ratio = ms / r["total_ms"] if ms is not None and min(ms, r["total_ms"]) >= 0.01 else None
+            line += f" {_f(ms, 3)} | {_f(ratio, 2)} |"
+        out.append(line)
     rest = [r for r in rows[top:] if r["total_ms"] is not None]
     if rest:
-        out.append(f"| | ({len(rest)} more) | {sum(r['calls'] for r in rest)} | | "
-                   f"{_f(sum(r['total_ms'] for r in rest), 3)} | {sum(r['share'] for r in rest) * 100:.1f}% |")
+        line = (f"| | ({len(rest)} more) | {sum(r['calls'] for r in rest)} | | "
+                f"{_f(sum(r['total_ms'] for r in rest), 3)} | {sum(r['share'] for r in rest) * 100:.1f}% |")
+        if im:
+            line += f" {_f(sum(r.get('in_model_ms') or 0.0 for r in rest), 3)} | |"
+        out.append(line)
     out.append("")
     if summ.get("error"):
         out.append(f"Per-kernel breakdown failed: {summ['error']}")
@@ -155,6 +172,14 @@ def per_op_table(result: dict, top: int = 15) -> list[str]:
     out.append(f"Kernel sum {_f(summ['kernel_sum_ms'], 3)} ms vs end-to-end p50 {_f(summ['end_to_end_ms'], 3)} ms"
                f" (ratio {_f(ratio, 2)}): kernels timed alone run with warm caches; the rest is VM overhead, "
                "memory traffic between kernels and builtins.")
+    if im:
+        rest_ms = im["run_ms"] - im["kernel_sum_ms"] - im["builtins_ms"]
+        out.append(f"In the model's own sequence (median of {im['runs']} instrumented runs of {_f(im['run_ms'], 3)} "
+                   f"ms): kernels {_f(im['kernel_sum_ms'], 3)} ms, VM builtins {_f(im['builtins_ms'], 3)} ms "
+                   f"({im['builtin_calls']} calls), between calls {_f(rest_ms, 3)} ms. A kernel's `x alone` above 1 "
+                   "is what the caches, as the kernels before it left them, cost it.")
+    if im_error:
+        out.append(f"Timing the kernels in the model's own sequence failed: {im_error}")
     if summ["kernels_failed"]:
         out.append(f"{summ['kernels_failed']} kernel(s) could not be timed alone (see `error` in the JSON).")
     return out

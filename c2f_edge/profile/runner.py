@@ -156,7 +156,7 @@ def profile(cfg: ProfileConfig, on_event=None) -> dict:
 
 def _run_worker(wcfg: dict, timeout: float, on_event=None) -> dict:
     state = {"stage": "start", "board_addr": None, "samples": [], "cold": None, "kernels": [], "per_op_plan": None,
-             "per_op_done": False, "per_op_error": None, "done": False,
+             "per_op_done": False, "per_op_error": None, "in_model": None, "done": False,
              "timing_method": None, "error": None, "loaded": None, "warmup": []}
     fd, cfg_path = tempfile.mkstemp(prefix="c2f-profile-", suffix=".json")
     with os.fdopen(fd, "w") as f:
@@ -228,6 +228,7 @@ _EVENTS = {
     "samples": ("samples", "extend", "ms"),
     "per_op_plan": ("per_op_plan", "set", None),
     "kernel": ("kernels", "add", None),
+    "in_model": ("in_model", "set", None),
     "per_op_error": ("per_op_error", "set", "message"),
     "per_op_done": ("per_op_done", "flag", None),
     "done": ("done", "flag", None),
@@ -280,7 +281,7 @@ def _assemble(cfg: ProfileConfig, conds: dict, inp: dict, state: dict) -> dict:
         timings = [KernelTiming(k["name"], k["signature"], k["calls"],
                                 (sorted(k["samples_ms"])[len(k["samples_ms"]) // 2] if k["samples_ms"] else None),
                                 k.get("error"), k["samples_ms"]) for k in state["kernels"]]
-        bd = breakdown(timings, stats["p50"])
+        bd = breakdown(timings, stats["p50"], state["in_model"])
         per_op_rows = bd.pop("rows")
         plan = state["per_op_plan"] or {}
         per_op_summary = {**bd, "kernels_planned": plan.get("kernels"), "calls_planned": plan.get("calls"),

@@ -5,7 +5,7 @@ parent (c2f_edge.profile.runner) keeps every sample even if the board drops, and
 (a stuck RPC call cannot be interrupted from inside) when no event arrives within the timeout.
 
 Events: {"event": "stage"|"conditions"|"loaded"|"cold_start"|"samples"|"per_op_plan"|"kernel"|
-"per_op_done"|"error"|"done", ...}.
+"in_model"|"per_op_done"|"error"|"done", ...}.
 """
 
 from __future__ import annotations
@@ -186,6 +186,14 @@ def _per_op(cfg, session, dev, rng, bar) -> None:
                     raise
                 err = first_line(e, 300)
             emit("kernel", name=call.name, signature=call.signature(), calls=n, samples_ms=samples, error=err)
+    if cfg["connection"]["mode"] == "local" and cfg["device"] == "cpu":
+        emit("stage", stage="per-op in the model")
+        try:
+            emit("in_model", **per_op.time_in_model(cfg["library"], {c.name for c, _ in groups},
+                                                    cfg["input_shape"], cfg["input_dtype"],
+                                                    cfg.get("function", "main"), rng))
+        except Exception as e:  # noqa: BLE001 - the isolated times stand without it
+            emit("in_model", error=first_line(e, 300))
     emit("per_op_done")
 
 

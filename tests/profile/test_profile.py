@@ -100,6 +100,45 @@ def test_tiny_local_with_per_op_and_plot(tiny_local_run):
     assert _drawn(png, WARNING) == 0
 
 
+def test_local_per_op_times_every_call_in_the_models_own_sequence(tiny_local_run):
+    """The hook's count of each kernel's calls must match the bytecode trace's, independently made."""
+    _, md, out, _ = tiny_local_run
+    d = json.loads(out.read_text())
+    rows, im = d["per_op"], d["per_op_summary"]["in_model"]
+    assert im["runs"] >= 5 and im["kernel_calls"] == d["per_op_summary"]["calls"] == 7
+    assert all(r["in_model_calls"] == r["calls"] and r["in_model_ms"] > 0 for r in rows)
+    assert im["kernel_sum_ms"] == pytest.approx(sum(r["in_model_ms"] for r in rows), abs=1e-3)
+    assert im["builtin_calls"] > 0  # the VM allocates storage and tensors between kernels
+    assert im["kernel_sum_ms"] + im["builtins_ms"] <= im["run_ms"]
+    assert "| in model ms | x alone |" in md and "In the model's own sequence" in md
+
+
+def test_calls_of_functions_that_are_not_kernels_count_as_builtins(tiny_bundle):
+    from c2f_edge.profile.per_op import time_in_model
+
+    r = time_in_model(str(tiny_bundle / "model.so"), {"gelu"}, [1, 3, 32, 32], "float32", "main",
+                      np.random.default_rng(0), runs=2)
+    assert set(r["kernels"]) == {"gelu"} and r["kernels"]["gelu"]["calls"] == 2
+    everything = time_in_model(str(tiny_bundle / "model.so"), set(), [1, 3, 32, 32], "float32", "main",
+                               np.random.default_rng(0), runs=2)
+    assert everything["builtin_calls"] == r["builtin_calls"] + 2 and everything["kernels"] == {}
+
+
+def test_a_failed_in_model_pass_keeps_the_isolated_times_and_says_why():
+    from c2f_edge.profile.per_op import KernelTiming, breakdown
+    from c2f_edge.profile.report import per_op_table
+
+    timings = [KernelTiming("conv", "sig", 2, 1.5), KernelTiming("gelu", "sig", 1, 0.5)]
+    bd = breakdown(timings, 4.0, {"error": "the model's runs made different calls"})
+    assert bd["kernel_sum_ms"] == 3.5 and bd["in_model"] == {"error": "the model's runs made different calls"}
+    assert all("in_model_ms" not in r for r in bd["rows"])
+    summary = {**bd, "complete": True, "error": None}
+    lines = per_op_table({"per_op_summary": summary, "per_op": bd["rows"],
+                          "conditions": {"board": {"emulated": False}}})
+    assert "in model ms" not in lines[2]
+    assert "Timing the kernels in the model's own sequence failed: the model's runs made different calls" in lines
+
+
 def test_compare_prints_ratios(tiny_local_run, tiny_bundle, tmp_path, capsys):
     first = tiny_local_run[2]
     second = tmp_path / "t2.json"
@@ -219,6 +258,8 @@ def test_host_bundle_through_tracker(host_bundle, host_rpc_server, rpc_tracker, 
     assert c["artifact"]["tuning"] == m["tuning"]["status"]
     assert len(d["per_op"]) > 20  # Conv2Former-N has dozens of distinct fused kernels
     assert "Per-kernel breakdown" in md and "emulated" not in md.lower()
+    # a remote VM cannot take the instrument hook: no times in the model's sequence
+    assert d["per_op_summary"]["in_model"] is None and "in model ms" not in md
     w, h = _png_size(png)
     assert w >= 800 and h >= 400
     assert _drawn(png, KERNELS, "right") > 2000 and _drawn(png, WARNING) == 0

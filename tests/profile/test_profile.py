@@ -143,7 +143,7 @@ def test_compare_prints_ratios(tiny_local_run, tiny_bundle, tmp_path, capsys):
     first = tiny_local_run[2]
     second = tmp_path / "t2.json"
     assert cli(["profile", "--artifact", str(tiny_bundle), "--local", "--repeat", "5", "--threads", "2",
-                "--json", str(second)]) == 0
+                "--per-op", "--json", str(second)]) == 0
     capsys.readouterr()
     assert cli(["profile", "--compare", str(first), str(second)]) == 0
     table = capsys.readouterr().out
@@ -151,6 +151,13 @@ def test_compare_prints_ratios(tiny_local_run, tiny_bundle, tmp_path, capsys):
     assert a["conditions"]["threads"]["requested"] == 1 and b["conditions"]["threads"]["requested"] == 2
     ratio = b["latency_ms"]["p50"] / a["latency_ms"]["p50"]
     assert f"({ratio:.2f}x)" in table
+    # the before/after of a kernel change: both kernel sums, the second column as a ratio of the first
+    sa, sb = (x["per_op_summary"] for x in (a, b))
+    alone = sb["kernel_sum_ms"] / sa["kernel_sum_ms"]
+    assert f"| kernel sum, alone | {sa['kernel_sum_ms']:.3f} ms | {sb['kernel_sum_ms']:.3f} ms ({alone:.2f}x) |" in table
+    in_model = sb["in_model"]["kernel_sum_ms"] / sa["in_model"]["kernel_sum_ms"]
+    assert f"| kernels in the model | {sa['in_model']['kernel_sum_ms']:.3f} ms | " in table
+    assert f"({in_model:.2f}x) |" in table
     used = [r["conditions"]["threads"]["used"] for r in (a, b)]
     assert f"| threads | {used[0]} | {used[1]} |" in table
     # In-process runs size the pool themselves (x86 TVM would otherwise take half the hardware threads).

@@ -75,6 +75,15 @@ def label(result: dict) -> str:
     return f"{a.get('target')} {a.get('tuning') or ''} @ {c['board']['key']}{emu}".replace("  ", " ")
 
 
+def _distinct(names: list[str], results: list[dict]) -> list[str]:
+    """Column names that tell results apart: the bundle's hash where labels repeat, then the run's number."""
+    if len(set(names)) < len(names):
+        names = [f"{n} {r['conditions']['artifact']['sha256'][:8]}" for n, r in zip(names, results, strict=True)]
+    if len(set(names)) < len(names):
+        names = [f"{n} #{i}" for i, n in enumerate(names, 1)]
+    return names
+
+
 def markdown(result: dict, top: int = 15) -> str:
     c, lat = result["conditions"], result["latency_ms"]
     a, b = c["artifact"], c["board"]
@@ -195,7 +204,7 @@ def compare(results: list[dict], names: list[str] | None = None) -> str:
         from c2f_edge.profile.counts import compare as compare_counts
 
         return compare_counts(results)
-    names = names or [label(r) for r in results]
+    names = names or _distinct([label(r) for r in results], results)
     base = results[0]["latency_ms"]
     head = "| metric | " + " | ".join(names) + " |"
     lines = ["## Profile comparison (ratios vs the first column)", ""]

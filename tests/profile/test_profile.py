@@ -151,6 +151,9 @@ def test_compare_prints_ratios(tiny_local_run, tiny_bundle, tmp_path, capsys):
     assert a["conditions"]["threads"]["requested"] == 1 and b["conditions"]["threads"]["requested"] == 2
     ratio = b["latency_ms"]["p50"] / a["latency_ms"]["p50"]
     assert f"({ratio:.2f}x)" in table
+    # the same bundle twice: the columns are told apart by its hash, then by the run's number
+    sha = a["conditions"]["artifact"]["sha256"][:8]
+    assert f"{sha} #1 | " in table and f"{sha} #2 |" in table
     # the before/after of a kernel change: both kernel sums, the second column as a ratio of the first
     sa, sb = (x["per_op_summary"] for x in (a, b))
     alone = sb["kernel_sum_ms"] / sa["kernel_sum_ms"]

@@ -24,6 +24,10 @@ from scipy.special import erf
 from c2f_edge.backend.legalize import gelu
 
 Z_MAX = gelu.CLAMP / np.sqrt(2)  # erf's argument at the clamp
+# The minimax optimum is flat, and LAPACK builds round differently per CPU: the same fit lands within
+# 1e-7 of gelu.py's coefficients on a Zen 3 and 1.4e-5 away on a rocketlake Xeon, with the same error.
+COEFF_RTOL = 1e-4
+ERROR_SLACK = 1.05  # gelu.py's fp32 error may exceed this machine's fit's by 5% at most
 EDGE_X = 300.0  # |x| the clamp edge's weight stands for (GELU's error there grows with |x|)
 
 
@@ -75,14 +79,31 @@ def gelu_fp32(x: np.ndarray, num: list[float], den: list[float]) -> np.ndarray:
     return x * np.maximum(f(0.5) + p * t / q, f(0))
 
 
-def report(num: list[float], den: list[float]) -> float:
+def check(num: list[float], den: list[float], shipped_num, shipped_den) -> str | None:
+    """Why the shipped coefficients are not this fit's (None if they are): the degrees, each coefficient
+    within COEFF_RTOL, and an fp32 error within ERROR_SLACK of the fit's."""
+    if (len(num), len(den)) != (len(shipped_num), len(shipped_den)):
+        return "degrees differ from gelu.py's"
+    worst = max(abs(a - b) / abs(b) for a, b in zip(num + den, [*shipped_num, *shipped_den], strict=True))
+    print(f"largest relative difference from gelu.py's coefficients: {worst:.2g} (at most {COEFF_RTOL:g})")
+    if worst > COEFF_RTOL:
+        return "gelu.py's coefficients are not this fit's"
+    print("gelu.py's coefficients:")
+    fitted, shipped = report(num, den, quiet=True), report(list(shipped_num), list(shipped_den))
+    if shipped > ERROR_SLACK * fitted:
+        return f"gelu.py's coefficients err {shipped:.3g}, this fit's {fitted:.3g}"
+    return None
+
+
+def report(num: list[float], den: list[float], quiet: bool = False) -> float:
     x = np.concatenate([np.linspace(-12, 12, 2_400_001), np.linspace(-1e4, 1e4, 200_001)]).astype(np.float32)
     xd = x.astype(np.float64)
     exact = 0.5 * xd * (1 + erf(xd / np.sqrt(2)))
     e = np.abs(gelu_fp32(x, num, den) - exact)
     near = np.abs(x) <= 12
-    print(f"fp32 max abs error: {e[near].max():.3g} for |x| <= 12 (at x = {x[near][e[near].argmax()]:.4g}), "
-          f"{e.max():.3g} up to |x| = 1e4; relative to |x| beyond 12: {(e[~near] / np.abs(xd[~near])).max():.3g}")
+    if not quiet:
+        print(f"fp32 max abs error: {e[near].max():.3g} for |x| <= 12 (at x = {x[near][e[near].argmax()]:.4g}), "
+              f"{e.max():.3g} up to |x| = 1e4; relative to |x| beyond 12: {(e[~near] / np.abs(xd[~near])).max():.3g}")
     return float(e[near].max())
 
 
@@ -99,13 +120,9 @@ def main(argv=None) -> int:
     print(f"DEN = {tuple(float(f'{c:.9g}') for c in den)}")
     report(num, den)
     if args.check:
-        if (len(num), len(den)) != (len(gelu.NUM), len(gelu.DEN)):
-            print("error: degrees differ from gelu.py's", file=sys.stderr)
-            return 1
-        worst = max(abs(a - b) / abs(b) for a, b in zip(num + den, gelu.NUM + gelu.DEN))
-        print(f"largest relative difference from gelu.py's coefficients: {worst:.2g}")
-        if worst > 1e-7:
-            print("error: gelu.py's coefficients are not this fit's", file=sys.stderr)
+        problem = check(num, den, gelu.NUM, gelu.DEN)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
             return 1
     return 0
 

@@ -278,15 +278,6 @@ def fleet_markdown(fleet: dict) -> str:
     lines.append("| throughput (img/s) | " + " | ".join(_f(r.get("throughput_ips"), 2) for r in results) + " |")
     lines.append("| samples | " + " | ".join(str(r["latency_ms"]["samples"]) for r in results) + " |")
     lines.append("| complete | " + " | ".join("yes" if r["complete"] else "NO" for r in results) + " |")
-    sums = [r.get("per_op_summary") or {} for r in results]
-    for metric, get in (("kernel sum, alone", lambda s: s.get("kernel_sum_ms")),
-                        ("kernels in the model", lambda s: (s.get("in_model") or {}).get("kernel_sum_ms"))):
-        vals = [get(s) for s in sums]
-        if vals[0] is None or all(v is None for v in vals[1:]):
-            continue
-        cells = [f"{_f(v, 3)} ms" + (f" ({v / vals[0]:.2f}x)" if i and v is not None and vals[0] else "")
-                 for i, v in enumerate(vals)]
-        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     lines.append("| threads | " + " | ".join(str((r["conditions"].get("threads") or {}).get("used"))
                                              for r in results) + " |")
     lines.append("| cpu | " + " | ".join(str((r["conditions"].get("cpu") or {}).get("model") or "n/a")

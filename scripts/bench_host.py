@@ -31,6 +31,9 @@ Before and after a kernel change, in one run: build a host bundle before the cha
 --target host --tuning-log none --out build/before`), make the change, then time both side by side:
 
     python scripts/bench_host.py --baseline build/before --skip torch_eager torch_channels_last tvm_tuned
+
+--with-split adds TVM untuned and tuned built with `c2f-edge compile --split-reduction`, side by side with
+the default builds.
 """
 
 from __future__ import annotations
@@ -49,12 +52,16 @@ from pathlib import Path
 # Conv2Former-N at 224x224: 2.41 GMACs = 4.81 GFLOP per image.
 GFLOP_PER_IMAGE = 4.81
 NAMES = ("torch_eager", "torch_channels_last", "torch_compile", "onnxruntime", "openvino", "tvm_untuned", "tvm_tuned",
-         "tvm_untuned_nchw")
+         "tvm_untuned_nchw", "tvm_untuned_split", "tvm_tuned_split")
 # Peers that read the ONNX file like ONNX Runtime does; the torch rows build the model themselves.
 ONNX_PEERS = ("onnxruntime", "openvino")
 INSTALL_BENCH = "pip install -c constraints.txt 'c2f-edge[bench]'"
-# TVM rows: (tuning log, blocked layout). tvm_untuned_nchw is the layout ablation, timed only with --with-nchw.
-TVM_BUILDS = {"tvm_untuned": ("none", True), "tvm_tuned": (None, True), "tvm_untuned_nchw": ("none", False)}
+# TVM rows: (tuning log, blocked layout, split reductions). tvm_untuned_nchw is the layout ablation, timed only
+# with --with-nchw; the *_split rows (compile --split-reduction) only with --with-split.
+TVM_BUILDS = {"tvm_untuned": ("none", True, False), "tvm_tuned": (None, True, False),
+              "tvm_untuned_nchw": ("none", False, False), "tvm_untuned_split": ("none", True, True),
+              "tvm_tuned_split": (None, True, True)}
+OPT_IN = {"tvm_untuned_nchw": "with_nchw", "tvm_untuned_split": "with_split", "tvm_tuned_split": "with_split"}
 BASELINE = "baseline"  # --baseline's row
 THREAD_VARS = ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 SCRIPT = os.path.abspath(__file__)
@@ -80,6 +87,8 @@ def parse_args(argv=None):
     p.add_argument("--skip", nargs="*", default=[], choices=NAMES, help="backends to leave out")
     p.add_argument("--with-nchw", action="store_true",
                    help="also time TVM untuned with activations left NCHW (what the blocked layout buys)")
+    p.add_argument("--with-split", action="store_true",
+                   help="also time TVM untuned and tuned built with `compile --split-reduction` (what it buys)")
     p.add_argument("--baseline", metavar="BUNDLE",
                    help="a host bundle built earlier (e.g. before a schedule change), timed as row `baseline` "
                         "in the same rounds as the others")
@@ -307,7 +316,7 @@ def sgemm_peak(work: Path, args) -> tuple[float, str]:
 # --- preparing the models -----------------------------------------------------------------------------
 
 def tvm_bundle(onnx: Path, out: Path, tuning_log: str, rebuild: bool,
-               blocked: bool = True) -> tuple[Path, float | None]:
+               blocked: bool = True, split: bool = False) -> tuple[Path, float | None]:
     from c2f_edge.backend.pipeline import PIPELINE_VERSION
     from c2f_edge.compile import CompileConfig, compile_bundle
     from c2f_edge.core.artifacts import sha256_file
@@ -316,11 +325,12 @@ def tvm_bundle(onnx: Path, out: Path, tuning_log: str, rebuild: bool,
         m = json.loads((out / "manifest.json").read_text())
         same_pipeline = m.get("versions", {}).get("c2f-edge pipeline") == PIPELINE_VERSION
         if same_pipeline and m.get("onnx", {}).get("sha256") == sha256_file(onnx) \
-                and m["config"].get("tuning_log") == tuning_log and m["config"].get("blocked_layout", True) == blocked:
+                and m["config"].get("tuning_log") == tuning_log and m["config"].get("blocked_layout", True) == blocked \
+                and m["config"].get("split_reduction", False) == split:
             return out, None
     t0 = time.perf_counter()
     compile_bundle(CompileConfig(target="host", onnx=str(onnx), tuning_log=tuning_log, out=str(out), verify="none",
-                                 blocked_layout=blocked))
+                                 blocked_layout=blocked, split_reduction=split))
     return out, time.perf_counter() - t0
 
 
@@ -388,9 +398,9 @@ def prepare_models(onnx: Path, args, notes: dict[str, str]) -> tuple[dict[str, s
             continue
         models[name] = str(onnx) if name in ONNX_PEERS else None
     built = {}
-    for name, (log, blocked) in TVM_BUILDS.items():
+    for name, (log, blocked, split) in TVM_BUILDS.items():
         log = log or args.tuning_log
-        if name in args.skip or (name == "tvm_untuned_nchw" and not args.with_nchw):
+        if name in args.skip or (name in OPT_IN and not getattr(args, OPT_IN[name])):
             continue
         if log != "none" and not Path(log, "database_tuning_record.json").is_file():
             notes[name] = missing_log_note(log)
@@ -400,9 +410,9 @@ def prepare_models(onnx: Path, args, notes: dict[str, str]) -> tuple[dict[str, s
             notes[name] = stale
             print(f"  {name:<20} {notes[name]}", file=sys.stderr)
             continue
-        bundle, compile_s = tvm_bundle(onnx, Path(args.bundle_dir) / name, log, args.rebuild, blocked)
+        bundle, compile_s = tvm_bundle(onnx, Path(args.bundle_dir) / name, log, args.rebuild, blocked, split)
         tuning = json.loads((bundle / "manifest.json").read_text())["tuning"]
-        if name == "tvm_tuned" and (refused := not_tuned(tuning)):
+        if name.startswith("tvm_tuned") and (refused := not_tuned(tuning)):
             notes[name] = refused
             print(f"  {name:<20} {notes[name]}", file=sys.stderr)
             continue

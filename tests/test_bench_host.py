@@ -130,6 +130,45 @@ def test_a_stale_tuning_log_skips_the_tuned_row_with_its_note_before_compiling(t
     assert not (tmp_path / "bundles").exists()  # refused before minutes of compiling, not after
 
 
+def test_with_split_adds_split_builds_and_reuses_only_a_bundle_built_the_same_way(tmp_path, monkeypatch):
+    """--with-split: rows built with `compile --split-reduction`; a cached default build is not one of them."""
+    import c2f_edge.compile as compile_pkg
+    from c2f_edge.backend.pipeline import PIPELINE_VERSION
+    from c2f_edge.core.artifacts import sha256_file
+    from tests.compile.test_stage import _tiny_onnx
+
+    onnx = tmp_path / "tiny.onnx"
+    _tiny_onnx(onnx)
+    built_with = []
+
+    def fake_compile(cfg):
+        built_with.append((Path(cfg.out).name, cfg.split_reduction))
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        manifest = {"versions": {"c2f-edge pipeline": PIPELINE_VERSION}, "onnx": {"sha256": sha256_file(onnx)},
+                    "config": {"tuning_log": cfg.tuning_log, "blocked_layout": True,
+                               "split_reduction": cfg.split_reduction},
+                    "tuning": {"status": "untuned", "note": "untuned", "kernels": {"total": 9, "from_log": 0}}}
+        (Path(cfg.out) / "manifest.json").write_text(json.dumps(manifest))
+        return Path(cfg.out)
+
+    monkeypatch.setattr(compile_pkg, "compile_bundle", fake_compile)
+    skip = ["--skip", "torch_eager", "torch_channels_last", "torch_compile", "openvino", "tvm_tuned", "tvm_tuned_split"]
+    args = bench.parse_args(["--bundle-dir", str(tmp_path / "b"), *skip])
+    models, _ = bench.prepare_models(onnx, args, {})
+    assert "tvm_untuned_split" not in models and built_with == [("tvm_untuned", False)]
+    args = bench.parse_args(["--bundle-dir", str(tmp_path / "b"), "--with-split", *skip])
+    models, _ = bench.prepare_models(onnx, args, {})
+    assert built_with == [("tvm_untuned", False), ("tvm_untuned_split", True)]  # the default build was reused
+    assert models["tvm_untuned_split"] == str(tmp_path / "b" / "tvm_untuned_split")
+    # A bundle in the split row's directory built without it is rebuilt, not timed under the wrong name.
+    manifest = tmp_path / "b" / "tvm_untuned_split" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["config"]["split_reduction"] = False
+    manifest.write_text(json.dumps(m))
+    bench.prepare_models(onnx, args, {})
+    assert built_with[-1] == ("tvm_untuned_split", True) and len(built_with) == 3
+
+
 def test_a_baseline_must_be_a_host_bundle_built_for_this_cpu(tmp_path):
     from c2f_edge.backend import targets
 

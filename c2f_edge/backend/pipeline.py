@@ -94,6 +94,7 @@ class TuningApplied:
 
     kernels: int = 0
     from_log: int = 0
+    split: int = 0  # scheduled by --split-reduction (schedules/split_reduction.py), not by the log
 
 
 def count_tuned(applied: TuningApplied):
@@ -101,25 +102,37 @@ def count_tuned(applied: TuningApplied):
     import tvm
     from tvm import tirx
 
+    from c2f_edge.backend.schedules.split_reduction import ATTR as SPLIT
+
+    def marked(f, attr):
+        return f.attrs is not None and bool(f.attrs.get(attr))
+
     @tvm.transform.module_pass(opt_level=0, name="c2f_edge_count_tuned")
     def _count(mod, _ctx):
         funcs = [f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)]
         applied.kernels = len(funcs)
-        applied.from_log = sum(1 for f in funcs if f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled")))
+        applied.split = sum(1 for f in funcs if marked(f, SPLIT))
+        applied.from_log = sum(1 for f in funcs if marked(f, "tirx.is_scheduled")) - applied.split
         return mod
 
     return _count
 
 
 def schedule_passes(gpu: bool, database=None, applied: TuningApplied | None = None, blocked: bool = True,
-                    precision: Precision = FP32) -> list:
+                    precision: Precision = FP32, split_reduction: bool = False) -> list:
     """Every pass of a build up to scheduled kernels (before TVM's lowering): legalize and fuse, the tuning
-    records, the default schedules. Built inside `with target:`, run inside `with database:`."""
+    records, the default schedules. Built inside `with target:`, run inside `with database:`.
+    split_reduction: the opt-in schedule of schedules/split_reduction.py, ahead of the records (CPUs)."""
+    import tvm
     from tvm.relax import backend
     from tvm.relax import transform as T
 
     passes = [backend.DispatchSampling(), backend.DispatchSortScan(),
               *legalize_and_fuse_passes(cpu=not gpu, blocked=blocked, precision=precision)]
+    if split_reduction and not gpu:
+        from c2f_edge.backend.schedules.split_reduction import split_reduction_pass
+
+        passes.append(split_reduction_pass(tvm.target.Target.current()))
     if database is not None:
         passes.append(T.MetaScheduleApplyDatabase(enable_warning=False))
     if applied is not None:
@@ -128,11 +141,12 @@ def schedule_passes(gpu: bool, database=None, applied: TuningApplied | None = No
 
 
 def pipeline(target, database=None, applied: TuningApplied | None = None, blocked: bool = True,
-             precision: Precision = FP32):
+             precision: Precision = FP32, split_reduction: bool = False):
     """The Relax pipeline for one target. database: a MetaSchedule Database to replay (no
     measurement), or None for untuned kernels. applied: filled with how many kernels the log scheduled.
     blocked=False keeps CPU activations NCHW (an ablation: what the blocked layout buys).
-    precision: FP32, or FP16 (precision.py) for cores with fp16 arithmetic."""
+    precision: FP32, or FP16 (precision.py) for cores with fp16 arithmetic.
+    split_reduction: schedules/split_reduction.py's opt-in schedule for the convs it fits."""
     import tvm
 
     target = as_target(target)
@@ -146,7 +160,7 @@ def pipeline(target, database=None, applied: TuningApplied | None = None, blocke
     @tvm.transform.module_pass(opt_level=0, name="c2f_edge_pipeline")
     def _pipeline(mod, _ctx):
         with target:  # some passes read Target.current() when they are constructed
-            passes = schedule_passes(gpu, database, applied, blocked, precision)
+            passes = schedule_passes(gpu, database, applied, blocked, precision, split_reduction)
             passes += lower.dataflow_lower_passes(target) + lower.finalize_passes(target)
             if database is None:
                 return tvm.transform.Sequential(passes)(mod)

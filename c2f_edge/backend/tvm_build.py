@@ -72,13 +72,15 @@ def open_database(log_dir):
                             hint="re-run `c2f-edge tune`, or build untuned with --tuning-log none") from e
 
 
-def build(mod, params, target, database=None, applied=None, blocked: bool = True, precision=None):
+def build(mod, params, target, database=None, applied=None, blocked: bool = True, precision=None,
+          split_reduction: bool = False):
     """Compile an imported module (weights bound into it) -> tvm.relax.Executable.
 
     target: Target / JSON dict (with "host" for GPUs). database: MetaSchedule Database or None.
     applied: a pipeline.TuningApplied to fill in (how many kernels the database scheduled).
     blocked=False: CPU activations stay NCHW (an ablation; see pipeline.legalize_and_fuse).
     precision: a backend.precision.Precision (default FP32).
+    split_reduction: the opt-in schedule of backend/schedules/split_reduction.py.
     """
     import tvm
 
@@ -89,7 +91,7 @@ def build(mod, params, target, database=None, applied=None, blocked: bool = True
     mod = bind_params(mod, params)
     try:
         return tvm.compile(mod, target=target, relax_pipeline=pipeline(target, database, applied, blocked,
-                                                                          precision or FP32))
+                                                                          precision or FP32, split_reduction))
     except C2FError:
         raise
     except Exception as e:  # TVM raises many types (InternalError, ValueError, ...) from its passes

@@ -70,11 +70,12 @@ def build(job: dict) -> dict:
             log_dir, records = stack.enter_context(tuning_db.readable(log))
             database = tvm_build.open_database(log_dir)
         ex = tvm_build.build(mod, params, spec.to_json(), database=database, applied=applied,
-                             blocked=job.get("blocked", True), precision=precision.get(job.get("precision", "fp32")))
+                             blocked=job.get("blocked", True), precision=precision.get(job.get("precision", "fp32")),
+                             split_reduction=job.get("split_reduction", False))
     device_modules = tvm_build.imported_kinds(ex.mod)
     tvm_build.export_library(ex, job["out"], linker)
     return {"device_modules": device_modules, "records_used": records,
-            "kernels": {"total": applied.kernels, "from_log": applied.from_log}}
+            "kernels": {"total": applied.kernels, "from_log": applied.from_log, "split_reduction": applied.split}}
 
 
 def main(argv: list[str]) -> int:

@@ -26,7 +26,7 @@ from c2f_edge.core.artifacts import (
     tool_versions,
     write_json,
 )
-from c2f_edge.core.errors import ArtifactError, ToolchainError
+from c2f_edge.core.errors import ArtifactError, ToolchainError, UsageError
 from c2f_edge.core.onnx_file import INPUT_NAME, OUTPUT_NAME, graph_signature, load_onnx, static_input_shape
 from c2f_edge.core.progress import Stages
 from c2f_edge.export import DEFAULT_ONNX
@@ -46,6 +46,7 @@ class CompileConfig:
     verify: str = "auto"  # "auto" (local when the bundle runs here), "none", a VERIFIERS name or "rpc://..."
     blocked_layout: bool = True  # False: CPU activations stay NCHW (for scripts/bench_host.py --with-nchw)
     precision: str = "fp32"  # "fp16": half-precision weights and arithmetic (cores with fp16; see backend/precision.py)
+    split_reduction: bool = False  # the opt-in schedule of backend/schedules/split_reduction.py (CPU targets)
 
 
 def _onnx_source(cfg: CompileConfig) -> tuple[str, Path | None]:
@@ -123,6 +124,21 @@ def check_gpu_limits(name: str, lib_path: Path, resolved: dict) -> dict:
     return {"kernels": len(kernels), "limits": checked}
 
 
+def check_split_reduction(spec, target_json: dict) -> None:
+    """--split-reduction divides a conv's input channels between the target's cores: a CPU target that
+    names them."""
+    from c2f_edge.backend.schedules.split_reduction import cores_of
+    from c2f_edge.backend.targets import as_target
+
+    if spec.device == "GPU":
+        raise UsageError(f"--split-reduction is a CPU schedule; {spec.name} is a GPU target",
+                         hint="drop --split-reduction for GPU targets")
+    if cores_of(as_target(target_json)) < 2:
+        raise UsageError(f"--split-reduction divides work between the target's cores, and {spec.name} names "
+                         "fewer than 2 (no num-cores)",
+                         hint='use a target with "num-cores" (host, rpi4, rpi5, ...) or add it to the target JSON')
+
+
 def compile_bundle(cfg: CompileConfig) -> Path:
     """Build the bundle for cfg.target into cfg.out (default build/<target>). Returns the bundle dir."""
     from c2f_edge.backend import crosslink, precision, targets, tuning_db
@@ -134,6 +150,8 @@ def compile_bundle(cfg: CompileConfig) -> Path:
     spec.check()
     precision.check(spec, precision.get(cfg.precision))
     target_json = spec.to_json()
+    if cfg.split_reduction:
+        check_split_reduction(spec, target_json)
     targets.check_codegen(target_json)
     linker = crosslink.linker_for(spec, cfg.cross_compiler)
     verifier = resolve_verifier(cfg.verify, spec)
@@ -160,11 +178,12 @@ def compile_bundle(cfg: CompileConfig) -> Path:
         shape = static_input_shape(onnx_model, INPUT_NAME)
         lib_path = tmp / LIBRARY
         what = (f"building for {spec.name} ({spec.kind}, {cfg.precision}, {'tuned' if log else 'untuned'}, "
+                f"{'split reductions, ' if cfg.split_reduction else ''}"
                 f"linked with {linker.name})")
         with stages.step(f"{what}: import, compile, link"):
             job = {"target": cfg.target, "cross_compiler": cfg.cross_compiler, "onnx": str(onnx_path),
                    "shape": shape, "tuning_log": str(log.path) if log else None, "blocked": cfg.blocked_layout,
-                   "precision": cfg.precision, "out": str(lib_path)}
+                   "precision": cfg.precision, "split_reduction": cfg.split_reduction, "out": str(lib_path)}
             built = run_build_job(job, what, verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
         if log and built["records_used"] != log.n_records:  # lines skipped as unreadable
             tuning_note = f"tuned: {log.path} ({built['records_used']} of {log.n_records} records readable)"

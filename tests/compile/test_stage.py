@@ -71,6 +71,27 @@ def test_host_bundle_runs_here_and_matches_pytorch(host_bundle, onnx_artifact):
 
 
 @pytest.mark.slow
+def test_split_reduction_bundle_matches_pytorch_and_the_default_build(host_bundle, onnx_artifact, tmp_path, capsys):
+    """compile --split-reduction: the two convs it takes are counted apart from the tuning log's, and the
+    bundle agrees with PyTorch and with the default build."""
+    from c2f_edge.core.images import photo_batch
+
+    out = tmp_path / "host"
+    assert main(["compile", "--target", "host", "--onnx", str(onnx_artifact / "model.onnx"), "--tuning-log", "none",
+                 "--split-reduction", "--out", str(out)]) == 0
+    assert "split reductions: 2 kernels" in capsys.readouterr().out
+    m = _check_bundle(out, "host", onnx_artifact)
+    assert m["config"]["split_reduction"] is True
+    assert m["tuning"]["kernels"]["split_reduction"] == 2 and m["tuning"]["kernels"]["from_log"] == 0
+    assert m["parity"]["status"] == "passed" and m["parity"]["local"]["max_abs_diff"] <= ATOL
+    x = photo_batch(2)
+    out_split = load_bundle(out)(x)
+    assert np.abs(out_split - _torch_reference(x)).max() <= ATOL
+    assert np.abs(out_split - load_bundle(host_bundle)(x)).max() <= ATOL
+    assert _manifest(host_bundle)["tuning"]["kernels"]["split_reduction"] == 0
+
+
+@pytest.mark.slow
 def test_arm64_bundle_is_aarch64_elf(arm64_bundle, onnx_artifact):
     m = _check_bundle(arm64_bundle, "arm64", onnx_artifact)
     head = (arm64_bundle / LIBRARY).read_bytes()[:20]
@@ -205,6 +226,17 @@ def test_bad_tuning_log_and_no_model(tmp_path, fake_onnx_dir, capsys, monkeypatc
     _no_bundle(out)
     monkeypatch.chdir(tmp_path)  # no build/onnx/model.onnx here
     _fails(["compile", "--target", "host", "--out", str(out)], capsys, "no ONNX model to compile")
+    _no_bundle(out)
+
+
+def test_split_reduction_needs_a_cpu_target_with_cores(tmp_path, fake_onnx_dir, capsys):
+    out = tmp_path / "b"
+    onnx = str(fake_onnx_dir / "model.onnx")
+    _fails(["compile", "--target", "mali", "--onnx", onnx, "--split-reduction", "--out", str(out)], capsys,
+           "--split-reduction is a CPU schedule; mali is a GPU target")
+    _no_bundle(out)
+    _fails(["compile", "--target", "arm64", "--onnx", onnx, "--split-reduction", "--out", str(out)], capsys,
+           "names fewer than 2 (no num-cores)", "num-cores")
     _no_bundle(out)
 
 

@@ -297,6 +297,28 @@ def test_arm64_bundle_runs_on_emulated_board(arm64_bundle, emulated_board, recor
     assert out.argmax(-1)[0] == ref.argmax(-1)[0]
 
 
+@pytest.mark.slow
+@pytest.mark.emulated
+def test_split_reduction_rpi5_bundle_matches_pytorch_on_emulated_board(onnx_artifact, emulated_board, tmp_path):
+    """--split-reduction on a 4-core ARM target: the aarch64 code of the two split convs, run under qemu."""
+    from c2f_edge.board import rpc
+    from c2f_edge.compile import CompileConfig, compile_bundle, load_remote_bundle
+    from c2f_edge.core.images import photo_batch
+
+    bundle = compile_bundle(CompileConfig(target="rpi5", onnx=str(onnx_artifact / "model.onnx"), tuning_log="none",
+                                          split_reduction=True, verify="none", out=str(tmp_path / "rpi5")))
+    assert _manifest(bundle)["tuning"]["kernels"]["split_reduction"] == 2
+    x = photo_batch(1)
+    remote = rpc.connect(emulated_board, session_timeout=900)
+    try:
+        out = load_remote_bundle(bundle, remote)(x)
+    finally:
+        remote = None  # the board serves one session; free it for the next test
+    ref = _torch_reference(x)
+    assert np.abs(out - ref).max() <= ATOL
+    assert out.argmax(-1)[0] == ref.argmax(-1)[0]
+
+
 # --- tuning logs: a MetaSchedule database is replayed into the build --------------------------------------
 
 def _tiny_onnx(path):

@@ -144,6 +144,7 @@ def count(cfg: CountConfig, work: Path | None = None) -> dict:
             "artifact": {"path": str(Path(cfg.artifact)), "sha256": sha256_file(lib),
                          "target": (m.get("target") or {}).get("name"),
                          "tuning": (m.get("tuning") or {}).get("status"),
+                         "split_reduction": bool((m.get("config") or {}).get("split_reduction")),
                          "variant": (m.get("onnx") or {}).get("variant")},
             "versions": {k: tool_versions().get(k) for k in ("c2f-edge", "apache-tvm")},
         },

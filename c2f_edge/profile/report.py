@@ -72,7 +72,8 @@ def label(result: dict) -> str:
     c = result["conditions"]
     a = c["artifact"]
     emu = " EMULATED" if c["board"]["emulated"] else ""
-    return f"{a.get('target')} {a.get('tuning') or ''} @ {c['board']['key']}{emu}".replace("  ", " ")
+    split = " split" if a.get("split_reduction") else ""  # compile --split-reduction: a different build
+    return f"{a.get('target')} {a.get('tuning') or ''}{split} @ {c['board']['key']}{emu}".replace("  ", " ")
 
 
 def _distinct(names: list[str], results: list[dict]) -> list[str]:

@@ -125,6 +125,7 @@ def _conditions(cfg: ProfileConfig, m: dict, lib: Path, sha: str, emulated: bool
         "artifact": {"path": str(Path(cfg.artifact)), "sha256": sha, "bytes": lib.stat().st_size,
                      "target": target.get("name"), "target_json": target.get("json"),
                      "tuning": tuning.get("status"), "tuning_log": (tuning.get("log") or {}).get("path"),
+                     "split_reduction": bool((m.get("config") or {}).get("split_reduction")),
                      "variant": onnx.get("variant"), "input": m.get("input")},
         "settings": {k: getattr(cfg, k) for k in ("warmup", "repeat", "number", "min_repeat_ms", "cooldown_ms",
                                                   "threads", "affinity", "per_op", "timeout")},

@@ -167,6 +167,18 @@ def test_compare_prints_ratios(tiny_local_run, tiny_bundle, tmp_path, capsys):
     assert used == [1, 2]
 
 
+def test_a_split_reduction_build_is_labelled_as_one():
+    """compile --split-reduction builds are other kernels: compare's columns must say which is which."""
+    from c2f_edge.profile.report import label
+
+    def result(split):
+        return {"conditions": {"board": {"key": "local", "emulated": False},
+                               "artifact": {"target": "host", "tuning": "untuned", "split_reduction": split}}}
+
+    assert label(result(False)) == "host untuned @ local"
+    assert label(result(True)) == "host untuned split @ local"
+
+
 def test_bad_inputs_are_typed_errors(tiny_bundle, tmp_path, capsys):
     assert cli(["profile", "--artifact", str(tmp_path / "nope"), "--local"]) == 2
     assert "no bundle directory" in capsys.readouterr().err

@@ -124,15 +124,18 @@ def check_gpu_limits(name: str, lib_path: Path, resolved: dict) -> dict:
     return {"kernels": len(kernels), "limits": checked}
 
 
-def check_split_reduction(spec, target_json: dict) -> None:
-    """--split-reduction divides a conv's input channels between the target's cores: a CPU target that
-    names them."""
+def check_split_reduction(spec, target_json: dict, precision_name: str) -> None:
+    """--split-reduction divides a conv's input channels between the target's cores: an fp32 build for a CPU
+    target that names them."""
     from c2f_edge.backend.schedules.split_reduction import cores_of
     from c2f_edge.backend.targets import as_target
 
     if spec.device == "GPU":
         raise UsageError(f"--split-reduction is a CPU schedule; {spec.name} is a GPU target",
                          hint="drop --split-reduction for GPU targets")
+    if precision_name != "fp32":
+        raise UsageError(f"--split-reduction is for fp32 builds; this one is {precision_name}",
+                         hint="drop --split-reduction, or build with --precision fp32")
     if cores_of(as_target(target_json)) < 2:
         raise UsageError(f"--split-reduction divides work between the target's cores, and {spec.name} names "
                          "fewer than 2 (no num-cores)",
@@ -151,7 +154,7 @@ def compile_bundle(cfg: CompileConfig) -> Path:
     precision.check(spec, precision.get(cfg.precision))
     target_json = spec.to_json()
     if cfg.split_reduction:
-        check_split_reduction(spec, target_json)
+        check_split_reduction(spec, target_json, cfg.precision)
     targets.check_codegen(target_json)
     linker = crosslink.linker_for(spec, cfg.cross_compiler)
     verifier = resolve_verifier(cfg.verify, spec)

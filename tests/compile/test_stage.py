@@ -238,6 +238,9 @@ def test_split_reduction_needs_a_cpu_target_with_cores(tmp_path, fake_onnx_dir, 
     _fails(["compile", "--target", "arm64", "--onnx", onnx, "--split-reduction", "--out", str(out)], capsys,
            "names fewer than 2 (no num-cores)", "num-cores")
     _no_bundle(out)
+    _fails(["compile", "--target", "rpi5", "--onnx", onnx, "--split-reduction", "--precision", "fp16", "--out", str(out)],
+           capsys, "--split-reduction is for fp32 builds; this one is fp16")
+    _no_bundle(out)
 
 
 @pytest.mark.slow

@@ -43,8 +43,8 @@ class SplitReduction(Rule):
 
     def schedule(self, sch, spec) -> bool:
         shape = conv_shape(sch)
-        if shape is None or not fits(shape, self.parts):
-            return False
+        if shape is None or shape["lanes"] != spec.lanes or not fits(shape, self.parts):
+            return False  # (lanes: channel-blocked activations only; NCHW ones tile otherwise)
         _split(sch, shape, self.parts, spec)
         return True
 
@@ -69,6 +69,8 @@ def conv_shape(sch):
     if any(int(ivs[i].dom.extent) != 1 for i in reduce[1:-1]):
         return None  # a kernel window (ry, rx) of 1x1
     write = stmt.writes[0]
+    if str(write.source.dtype) != "float32":
+        return None  # fp16 sums in another order are another rounding: measured and judged for fp32 only
     if len(write.region) != len(spatial) or not all(write.region[d].min.same_as(ivs[i].var)
                                                     for d, i in enumerate(spatial)):
         return None
@@ -84,7 +86,7 @@ def conv_shape(sch):
     return {"main": main, "spatial": spatial, "rc": reduce[0], "channel": channels[0], "pixel": pixel,
             "in_bytes": _bytes(inp), "weight_bytes": _bytes(weight), "out_bytes": _bytes(write),
             "rc_extent": int(ivs[reduce[0]].dom.extent), "pixels": int(ivs[pixel].dom.extent),
-            "channel_blocks": int(ivs[channels[0]].dom.extent)}
+            "channel_blocks": int(ivs[channels[0]].dom.extent), "lanes": int(ivs[spatial[-1]].dom.extent)}
 
 
 def fits(shape: dict, parts: int) -> bool:

@@ -43,6 +43,11 @@ def test_a_target_without_cores_splits_nothing(host_kernels):
     assert _split(host_kernels, {"kind": "llvm", "mcpu": "znver3"}) == {}
 
 
+def test_nchw_activations_are_left_to_the_default_rules(host_nchw_kernels):
+    """The rule's tile assumes channel blocks of one vector; an NCHW conv's last axis is a pixel row."""
+    assert _split(host_nchw_kernels, HOST) == {}
+
+
 @pytest.mark.parametrize("target, spec, parts", [
     (HOST, None, 2),
     (ARM64, CpuSpec(lanes=4, registers=32), 4),  # a 4-core board's tiles (weights packed by 4), run here on x86
@@ -82,3 +87,19 @@ def test_each_thread_sums_its_own_share_of_the_input_channels(host_kernels):
         assert outer.kind == tirx.ForKind.PARALLEL and int(outer.extent) == 2
         text = func.script()
         assert text.count("T.parallel") == 2  # the partial sums, then their sum with the epilogue
+
+
+def test_fp16_kernels_are_left_alone(onnx_artifact):
+    """Partial sums in fp16 round differently: the rule is measured and judged for fp32 builds only
+    (and compile refuses --split-reduction with --precision fp16)."""
+    import tvm
+
+    from c2f_edge.backend import pipeline, precision, tvm_build
+
+    rpi5 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "mattr": ["+neon", "+fullfp16"],
+            "num-cores": 4}
+    mod, params = tvm_build.import_onnx(onnx_artifact / "model.onnx")
+    fused = pipeline.legalize_and_fuse(tvm_build.bind_params(mod, params), rpi5, precision=precision.get("fp16"))
+    kernels = {gv.name_hint: f for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    assert any("conv2d" in n for n in kernels)
+    assert _split(kernels, rpi5) == {}

@@ -36,8 +36,8 @@ the bundle size. On mali and adreno it is OpenCL half (cl_khr_fp16), with the co
 split reductions (experimental; fp32, CPU targets with num-cores): --split-reduction divides the input
 channels of the convs whose weights outweigh their input and whose input is 4x their output (the MLP's
 fc2 in stages 3 and 4) between the target's cores, each summing the share the kernel before left in its
-own cache. On a 2-core Xeon: 0.80-0.86x -> 0.75-0.78x ONNX Runtime end to end. These kernels take no
-tuning record; the manifest's tuning.kernels.split_reduction counts them.
+own cache. About 2-4% faster end to end on a 2-core Xeon. These kernels take no tuning record; the
+manifest's tuning.kernels.split_reduction counts them.
 
 examples:
   c2f-edge compile --target host --weights synthetic

@@ -123,3 +123,23 @@ def parallel_vectorize(sch, block, spec) -> None:
     if n > 2 * spec.lanes:
         _, inner = sch.split(inner, factors=[None, vector_factor(n, spec.lanes)])
     sch.vectorize(inner)
+
+
+def buffer_bytes(region) -> int:
+    """Size of the whole buffer a read region belongs to."""
+    n = max(1, region.source.dtype.bits // 8)
+    for d in region.source.shape:
+        n *= int(d)
+    return n
+
+
+def uses(expr, var) -> bool:
+    """expr reads var."""
+    from tvm.tirx.analysis import undefined_vars
+
+    return any(v.same_as(var) for v in undefined_vars(expr))
+
+
+def divisor(extent: int, limit: int) -> int:
+    """The largest divisor of extent that is at most limit (at least 1)."""
+    return max(d for d in range(1, max(1, min(extent, limit)) + 1) if extent % d == 0)

@@ -5,9 +5,9 @@ Why: in the MLP, fc1 and the depthwise 3x3 + GELU before fc2 give each core the 
 channels, so each core's share sits in its own L2. The default tile of a conv whose weights outweigh its
 input splits the *output* channels between the cores, so each core reads every hidden channel, half of them
 from the other core's L2. Split by input channels, each core reads its own half of the input and half of
-the weights. On the rocketlake Xeon (2 cores, untuned) stage 3's fc2 ran 0.5-1.2 ms faster in the model's
-sequence and unchanged alone; end to end 2-7%. Stage 4's (weights dominate) was level, and stage 1's, whose
-input outweighs its weights, slower: hence the criterion in `fits`.
+the weights. On the rocketlake Xeon (2 cores) stage 3's fc2 ran 0.2-1.1 ms faster in the model's sequence
+and unchanged alone; the model 2-4% faster. By hand, stage 4's (weights dominate) was level, and stage 1's,
+whose input outweighs its weights, slower: hence the criterion in `fits`.
 
 Not a default rule: the tuner times each kernel alone, where this gains nothing, so it would never keep
 it; a kernel this schedules takes no tuning record (`split_reduction_pass` runs before the records).
@@ -15,9 +15,17 @@ it; a kernel this schedules takes no tuning record (`split_reduction_pass` runs 
 
 from __future__ import annotations
 
-from c2f_edge.backend.schedules.base import REDUCE, Rule, is_reduction, loop_extent, root_blocks
+from c2f_edge.backend.schedules.base import (
+    REDUCE,
+    Rule,
+    buffer_bytes,
+    divisor,
+    is_reduction,
+    loop_extent,
+    root_blocks,
+    uses,
+)
 from c2f_edge.backend.schedules.cpu_spec import MAX_ACCUMULATORS
-from c2f_edge.backend.schedules.tiled_reduction import _bytes, _divisor, _uses
 
 # The marker on a kernel this rule scheduled (alongside tirx.is_scheduled, which keeps the default rules
 # off it): pipeline.count_tuned does not count it as taken from the log.
@@ -76,15 +84,15 @@ def conv_shape(sch):
         return None
     # The weight is the read the output's pixels do not move; the input the one they do.
     pixel = spatial[-2]  # the output's innermost pixel axis ([N, C/b, H, W, b]: W)
-    moved = [any(_uses(rg.min, ivs[pixel].var) for rg in r.region) for r in stmt.reads]
+    moved = [any(uses(rg.min, ivs[pixel].var) for rg in r.region) for r in stmt.reads]
     if sorted(moved) != [False, True]:
         return None
     inp, weight = (stmt.reads[k] for k in ((0, 1) if moved[0] else (1, 0)))
-    channels = [i for i in spatial[:-1] if any(_uses(rg.min, ivs[i].var) for rg in weight.region)]
+    channels = [i for i in spatial[:-1] if any(uses(rg.min, ivs[i].var) for rg in weight.region)]
     if len(channels) != 1:
         return None
     return {"main": main, "spatial": spatial, "rc": reduce[0], "channel": channels[0], "pixel": pixel,
-            "in_bytes": _bytes(inp), "weight_bytes": _bytes(weight), "out_bytes": _bytes(write),
+            "in_bytes": buffer_bytes(inp), "weight_bytes": buffer_bytes(weight), "out_bytes": buffer_bytes(write),
             "rc_extent": int(ivs[reduce[0]].dom.extent), "pixels": int(ivs[pixel].dom.extent),
             "channel_blocks": int(ivs[channels[0]].dom.extent), "lanes": int(ivs[spatial[-1]].dom.extent)}
 
@@ -104,7 +112,7 @@ def _register_tile(shape, spec) -> tuple[int, int]:
     for blocks in (2, 1):
         if shape["channel_blocks"] % blocks:
             continue
-        px = _divisor(shape["pixels"], budget // blocks)
+        px = divisor(shape["pixels"], budget // blocks)
         best = max(best, (blocks * px, blocks, px))
     return best[1], best[2]
 
@@ -112,7 +120,7 @@ def _register_tile(shape, spec) -> tuple[int, int]:
 def _split(sch, shape, parts, spec) -> None:
     main, spatial, rc = shape["main"], shape["spatial"], shape["rc"]
     loops = sch.get_loops(main)
-    rc0, rc1 = sch.split(loops[rc], [parts, None])
+    rc0, _ = sch.split(loops[rc], [parts, None])
     partial = sch.rfactor(rc0, factor_axis=0)
 
     # The partial sums: the loops as before with rc0 among them; rc0 outermost and parallel, so that
@@ -132,7 +140,8 @@ def _split(sch, shape, parts, spec) -> None:
     sch.vectorize(lanes)
     sch.decompose_reduction(partial, reduce[0])
 
-    # The sum of the partials, and the epilogue on it while it is in registers: threads over rows.
+    # The sum of the partials, and the epilogue on it while it is in registers: threads over output-channel
+    # blocks and rows.
     blocks = root_blocks(sch)
     tail = blocks[1 + next(k for k, b in enumerate(blocks) if sch.get(b).same_as(sch.get(main))):]
     floops = sch.get_loops(main)

@@ -11,11 +11,14 @@ from c2f_edge.backend.schedules.base import (
     REDUCE,
     SCRATCH,
     Rule,
+    buffer_bytes,
+    divisor,
     has_if_then_else,
     is_reduction,
     loop_extent,
     parallel_pad,
     root_blocks,
+    uses,
     vector_factor,
 )
 from c2f_edge.backend.schedules.cpu_spec import MAX_ACCUMULATORS
@@ -96,13 +99,13 @@ def _tile_reduction(sch, block, spec):
     reads = [stmt.reads[k] for k in read_index]
 
     def indexed_by(i):
-        return [k for k, r in enumerate(reads) if any(_uses(rg.min, ivs[i].var) for rg in r.region)]
+        return [k for k, r in enumerate(reads) if any(uses(rg.min, ivs[i].var) for rg in r.region)]
 
     def contiguous(i):  # every read that moves with axis i moves along its last dimension, unit stride
         return all(_unit_stride(reads[k].region[-1].min, ivs[i].var, spec.lanes) for k in indexed_by(i))
 
     def last_dim_of_read(i):
-        return any(_uses(reads[k].region[-1].min, ivs[i].var) for k in indexed_by(i))
+        return any(uses(reads[k].region[-1].min, ivs[i].var) for k in indexed_by(i))
 
     # The vector axis: the contiguous dimension of an operand that fills whole registers (a prepacked
     # weight's output channel: then every operand is a plain load or a broadcast); else the output's
@@ -157,7 +160,7 @@ def _tile_reduction(sch, block, spec):
                     continue
                 weights += held * nv
                 budget = budget_for(weights)
-            f = _divisor(int(ivs[i].dom.extent), min(2 if i in second_vector else 8, budget))
+            f = divisor(int(ivs[i].dom.extent), min(2 if i in second_vector else 8, budget))
             if f > 1:
                 factors[i] = f
                 budget //= f
@@ -195,8 +198,8 @@ def _tile_reduction(sch, block, spec):
     # smaller one past it, so the larger is read from memory once (1.2x on the 56x56 fc2 alone, 3% on
     # the whole model against doing so only past 1 MiB): the weights for late stages, the activation
     # for early ones.
-    vec_bytes = sum(_bytes(reads[k]) for k in vector_operands)
-    other_bytes = sum(_bytes(r) for k, r in enumerate(reads) if k not in vector_operands)
+    vec_bytes = sum(buffer_bytes(reads[k]) for k in vector_operands)
+    other_bytes = sum(buffer_bytes(r) for k, r in enumerate(reads) if k not in vector_operands)
     first = 1 if other_bytes > vec_bytes else 0
     outer_order = sorted(spatial, key=lambda i: first if vector_operands & set(indexed_by(i)) else 1 - first)
     inner_order = [i for i in spatial if i in inner and i != vec] + [vec]
@@ -284,24 +287,6 @@ def _vectorize_tail(sch, block, spec, vec_dim: int) -> None:
             sch.unroll(lp)
 
 
-def _bytes(region) -> int:
-    """Size of the whole buffer a read region belongs to."""
-    n = max(1, region.source.dtype.bits // 8)
-    for d in region.source.shape:
-        n *= int(d)
-    return n
-
-
-def _uses(expr, var) -> bool:
-    from tvm.tirx.analysis import undefined_vars
-
-    return any(v.same_as(var) for v in undefined_vars(expr))
-
-
-def _divisor(extent: int, limit: int) -> int:
-    return max(d for d in range(1, max(1, min(extent, limit)) + 1) if extent % d == 0)
-
-
 def _unit_stride(expr, var, lanes: int = 1) -> bool:
     """expr is `var` plus terms free of it (so consecutive var values are consecutive addresses),
     or `var % P` of a packed layout whose blocks P hold whole vectors."""
@@ -312,6 +297,6 @@ def _unit_stride(expr, var, lanes: int = 1) -> bool:
     if isinstance(expr, tirx.FloorMod) and isinstance(expr.b, tirx.IntImm):
         return isinstance(expr.a, tirx.Var) and expr.a.same_as(var) and int(expr.b) % lanes == 0
     if isinstance(expr, tirx.Add):
-        a, b = _uses(expr.a, var), _uses(expr.b, var)
+        a, b = uses(expr.a, var), uses(expr.b, var)
         return (a != b) and _unit_stride(expr.a if a else expr.b, var, lanes)
     return False

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from c2f_edge.backend.schedules import CpuSpec
-from c2f_edge.backend.schedules.split_reduction import ATTR, SplitReduction, conv_shape, fits, split_reduction_pass
+from c2f_edge.backend.schedules.split_reduction import (
+    ATTR,
+    SplitReduction,
+    conv_shape,
+    fits,
+    split_reduction_pass,
+)
 from tests.backend.schedules.test_rules import _inputs, _run, _shapes
 from tests.fixtures.schedules import ARM64, HOST
 

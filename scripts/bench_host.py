@@ -504,6 +504,23 @@ def print_table(results: dict[str, dict], peak: float, peak_source: str, cpu: st
               f"{r['max_abs_diff']:>9.1e}{r['load_s']:>8.1f}")
 
 
+# A variant row and the row it changes (the before of a before/after): their ratio is taken round by round,
+# which cancels most of a busy machine's drift between rounds.
+PAIRS = (("tvm_untuned_split", "tvm_untuned"), ("tvm_tuned_split", "tvm_tuned"), ("tvm_untuned_nchw", "tvm_untuned"),
+         ("tvm_untuned", BASELINE))
+
+
+def paired(results: dict[str, dict]) -> dict[str, dict]:
+    """For each pair of PAIRS that both ran: the variant's round medians over its partner's, same round."""
+    out = {}
+    for variant, partner in PAIRS:
+        if variant in results and partner in results:
+            ratios = round_ratios(results[variant], results[partner])
+            out[f"{variant} / {partner}"] = {"median": statistics.median(ratios), "min": min(ratios),
+                                              "max": max(ratios), "per_round": ratios}
+    return out
+
+
 def print_spread(results: dict[str, dict], rounds: int) -> None:
     if rounds < 2:
         return
@@ -512,6 +529,8 @@ def print_spread(results: dict[str, dict], rounds: int) -> None:
         ms, ratios = r["round_medians_ms"], r["round_ratios"]
         vs = "" if name == "onnxruntime" else f"   vs ORT {min(ratios):.2f}-{max(ratios):.2f}x"
         print(f"    {name:<20}{min(ms):8.1f}-{max(ms):.1f} ms{vs}")
+    for pair, p in paired(results).items():
+        print(f"  {pair}, round by round: median {p['median']:.3f} ({p['min']:.2f}-{p['max']:.2f})")
 
 
 def print_notes(notes: dict[str, str], tuning_log: str) -> None:
@@ -537,9 +556,11 @@ def write_json(path: str, results: dict[str, dict], diffs: dict[str, float], not
             rows[name]["status"] = "refused" if note.startswith("refused") else "skipped"
             if name in diffs:
                 rows[name]["max_abs_diff_vs_ort"] = diffs[name]
+    pairs = {k: {**{s: round(p[s], 3) for s in ("median", "min", "max")},
+                 "per_round": [round(r, 3) for r in p["per_round"]]} for k, p in paired(results).items()}
     out = {"cpu": cpu, "threads": args.threads, "method": "same-process" if args.same_process else "per-process",
            "rounds": args.rounds, "sgemm_peak_gflops": round(peak, 2), "sgemm_peak_source": peak_source,
-           "rows": rows}
+           "rows": rows, "paired": pairs}
     Path(path).write_text(json.dumps(out, indent=2) + "\n")
 
 

@@ -45,6 +45,21 @@ def test_ratios_are_taken_round_by_round():
     assert results["onnxruntime"]["round_ratios"] == pytest.approx([1.0, 1.0])
 
 
+def test_a_variant_row_is_paired_with_its_default_round_by_round():
+    """Rounds drift on a busy machine; the ratio of a variant (--with-split, --baseline) to its partner is
+    taken within each round."""
+    rows = {"tvm_untuned": bench.summarize([[0.020], [0.030], [0.025]]),
+            "tvm_untuned_split": bench.summarize([[0.019], [0.027], [0.025]]),
+            "tvm_tuned": bench.summarize([[0.020], [0.030], [0.025]])}
+    pairs = bench.paired(rows)
+    assert list(pairs) == ["tvm_untuned_split / tvm_untuned"]  # no tuned split row, no pair
+    p = pairs["tvm_untuned_split / tvm_untuned"]
+    assert p["per_round"] == pytest.approx([0.95, 0.9, 1.0])
+    assert (p["median"], p["min"], p["max"]) == pytest.approx((0.95, 0.9, 1.0))
+    before = {"baseline": bench.summarize([[0.025], [0.040]]), "tvm_untuned": bench.summarize([[0.020], [0.030]])}
+    assert bench.paired(before)["tvm_untuned / baseline"]["per_round"] == pytest.approx([0.8, 0.75])
+
+
 def test_children_get_their_share_of_runs_and_time():
     args = bench.parse_args(["--runs", "10", "--rounds", "3", "--max-seconds", "60", "--threads", "2"])
     cmd = bench.child_cmd("onnxruntime", "m.onnx", Path("/tmp/w"), 2, args)

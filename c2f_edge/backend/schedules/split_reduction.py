@@ -142,8 +142,8 @@ def _split(sch, shape, parts, spec) -> None:
 
     # The sum of the partials, and the epilogue on it while it is in registers: threads over output-channel
     # blocks and rows.
-    blocks = root_blocks(sch)
-    tail = blocks[1 + next(k for k, b in enumerate(blocks) if sch.get(b).same_as(sch.get(main))):]
+    root = root_blocks(sch)
+    tail = root[1 + next(k for k, b in enumerate(root) if sch.get(b).same_as(sch.get(main))):]
     floops = sch.get_loops(main)
     *fspatial, f_parts = floops
     sch.reorder(*fspatial[:-1], f_parts, fspatial[-1])

@@ -32,8 +32,8 @@ Before and after a kernel change, in one run: build a host bundle before the cha
 
     python scripts/bench_host.py --baseline build/before --skip torch_eager torch_channels_last tvm_tuned
 
---with-split adds TVM untuned and tuned built with `c2f-edge compile --split-reduction`, side by side with
-the default builds.
+The host target builds with the split reduction (`compile --split-reduction`) by default. --with-unsplit
+adds TVM untuned and tuned built with `--no-split-reduction`, side by side with the default builds.
 """
 
 from __future__ import annotations
@@ -52,16 +52,17 @@ from pathlib import Path
 # Conv2Former-N at 224x224: 2.41 GMACs = 4.81 GFLOP per image.
 GFLOP_PER_IMAGE = 4.81
 NAMES = ("torch_eager", "torch_channels_last", "torch_compile", "onnxruntime", "openvino", "tvm_untuned", "tvm_tuned",
-         "tvm_untuned_nchw", "tvm_untuned_split", "tvm_tuned_split")
+         "tvm_untuned_nchw", "tvm_untuned_unsplit", "tvm_tuned_unsplit")
 # Peers that read the ONNX file like ONNX Runtime does; the torch rows build the model themselves.
 ONNX_PEERS = ("onnxruntime", "openvino")
 INSTALL_BENCH = "pip install -c constraints.txt 'c2f-edge[bench]'"
-# TVM rows: (tuning log, blocked layout, split reductions). tvm_untuned_nchw is the layout ablation, timed only
-# with --with-nchw; the *_split rows (compile --split-reduction) only with --with-split.
-TVM_BUILDS = {"tvm_untuned": ("none", True, False), "tvm_tuned": (None, True, False),
-              "tvm_untuned_nchw": ("none", False, False), "tvm_untuned_split": ("none", True, True),
-              "tvm_tuned_split": (None, True, True)}
-OPT_IN = {"tvm_untuned_nchw": "with_nchw", "tvm_untuned_split": "with_split", "tvm_tuned_split": "with_split"}
+# TVM rows: (tuning log, blocked layout, split reductions: None = the host target's default). tvm_untuned_nchw
+# is the layout ablation, timed only with --with-nchw; the *_unsplit rows (compile --no-split-reduction) only
+# with --with-unsplit.
+TVM_BUILDS = {"tvm_untuned": ("none", True, None), "tvm_tuned": (None, True, None),
+              "tvm_untuned_nchw": ("none", False, False), "tvm_untuned_unsplit": ("none", True, False),
+              "tvm_tuned_unsplit": (None, True, False)}
+OPT_IN = {"tvm_untuned_nchw": "with_nchw", "tvm_untuned_unsplit": "with_unsplit", "tvm_tuned_unsplit": "with_unsplit"}
 BASELINE = "baseline"  # --baseline's row
 THREAD_VARS = ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 SCRIPT = os.path.abspath(__file__)
@@ -87,8 +88,9 @@ def parse_args(argv=None):
     p.add_argument("--skip", nargs="*", default=[], choices=NAMES, help="backends to leave out")
     p.add_argument("--with-nchw", action="store_true",
                    help="also time TVM untuned with activations left NCHW (what the blocked layout buys)")
-    p.add_argument("--with-split", action="store_true",
-                   help="also time TVM untuned and tuned built with `compile --split-reduction` (what it buys)")
+    p.add_argument("--with-unsplit", action="store_true",
+                   help="also time TVM untuned and tuned built with `compile --no-split-reduction` (what the "
+                        "default split reduction buys)")
     p.add_argument("--baseline", metavar="BUNDLE",
                    help="a host bundle built earlier (e.g. before a schedule change), timed as row `baseline` "
                         "in the same rounds as the others")
@@ -316,10 +318,15 @@ def sgemm_peak(work: Path, args) -> tuple[float, str]:
 # --- preparing the models -----------------------------------------------------------------------------
 
 def tvm_bundle(onnx: Path, out: Path, tuning_log: str, rebuild: bool,
-               blocked: bool = True, split: bool = False) -> tuple[Path, float | None]:
+               blocked: bool = True, split: bool | None = None) -> tuple[Path, float | None]:
+    from c2f_edge.backend import targets
     from c2f_edge.backend.pipeline import PIPELINE_VERSION
     from c2f_edge.compile import CompileConfig, compile_bundle
+    from c2f_edge.compile.stage import split_reduction_for
     from c2f_edge.core.artifacts import sha256_file
+
+    spec = targets.get("host")
+    split = split_reduction_for(split, spec, spec.to_json(), "fp32")
 
     if (out / "manifest.json").is_file() and not rebuild:
         m = json.loads((out / "manifest.json").read_text())
@@ -506,8 +513,8 @@ def print_table(results: dict[str, dict], peak: float, peak_source: str, cpu: st
 
 # A variant row and the row it changes (the before of a before/after): their ratio is taken round by round,
 # which cancels most of a busy machine's drift between rounds.
-PAIRS = (("tvm_untuned_split", "tvm_untuned"), ("tvm_tuned_split", "tvm_tuned"), ("tvm_untuned_nchw", "tvm_untuned"),
-         ("tvm_untuned", BASELINE))
+PAIRS = (("tvm_untuned", "tvm_untuned_unsplit"), ("tvm_tuned", "tvm_tuned_unsplit"),
+         ("tvm_untuned_nchw", "tvm_untuned"), ("tvm_untuned", BASELINE))
 
 
 def paired(results: dict[str, dict]) -> dict[str, dict]:

@@ -46,14 +46,14 @@ def test_ratios_are_taken_round_by_round():
 
 
 def test_a_variant_row_is_paired_with_its_default_round_by_round():
-    """Rounds drift on a busy machine; the ratio of a variant (--with-split, --baseline) to its partner is
+    """Rounds drift on a busy machine; the ratio of a variant (--with-unsplit, --baseline) to its partner is
     taken within each round."""
-    rows = {"tvm_untuned": bench.summarize([[0.020], [0.030], [0.025]]),
-            "tvm_untuned_split": bench.summarize([[0.019], [0.027], [0.025]]),
+    rows = {"tvm_untuned_unsplit": bench.summarize([[0.020], [0.030], [0.025]]),
+            "tvm_untuned": bench.summarize([[0.019], [0.027], [0.025]]),
             "tvm_tuned": bench.summarize([[0.020], [0.030], [0.025]])}
     pairs = bench.paired(rows)
-    assert list(pairs) == ["tvm_untuned_split / tvm_untuned"]  # no tuned split row, no pair
-    p = pairs["tvm_untuned_split / tvm_untuned"]
+    assert list(pairs) == ["tvm_untuned / tvm_untuned_unsplit"]  # no tuned unsplit row, no pair
+    p = pairs["tvm_untuned / tvm_untuned_unsplit"]
     assert p["per_round"] == pytest.approx([0.95, 0.9, 1.0])
     assert (p["median"], p["min"], p["max"]) == pytest.approx((0.95, 0.9, 1.0))
     before = {"baseline": bench.summarize([[0.025], [0.040]]), "tvm_untuned": bench.summarize([[0.020], [0.030]])}
@@ -145,15 +145,21 @@ def test_a_stale_tuning_log_skips_the_tuned_row_with_its_note_before_compiling(t
     assert not (tmp_path / "bundles").exists()  # refused before minutes of compiling, not after
 
 
-def test_with_split_adds_split_builds_and_reuses_only_a_bundle_built_the_same_way(tmp_path, monkeypatch):
-    """--with-split: rows built with `compile --split-reduction`; a cached default build is not one of them."""
+def test_with_unsplit_adds_unsplit_builds_and_reuses_only_a_bundle_built_the_same_way(tmp_path, monkeypatch):
+    """The default rows take the host target's split reduction; --with-unsplit adds rows built with
+    `compile --no-split-reduction`, and a cached default build is not one of them."""
     import c2f_edge.compile as compile_pkg
+    from c2f_edge.backend import targets
     from c2f_edge.backend.pipeline import PIPELINE_VERSION
+    from c2f_edge.compile.stage import split_reduction_for
     from c2f_edge.core.artifacts import sha256_file
     from tests.compile.test_stage import _tiny_onnx
 
     onnx = tmp_path / "tiny.onnx"
     _tiny_onnx(onnx)
+    host = targets.get("host")
+    default = split_reduction_for(None, host, host.to_json(), "fp32")  # True with 2 cores or more
+    assert default is (host.to_json()["num-cores"] >= 2)
     built_with = []
 
     def fake_compile(cfg):
@@ -167,21 +173,21 @@ def test_with_split_adds_split_builds_and_reuses_only_a_bundle_built_the_same_wa
         return Path(cfg.out)
 
     monkeypatch.setattr(compile_pkg, "compile_bundle", fake_compile)
-    skip = ["--skip", "torch_eager", "torch_channels_last", "torch_compile", "openvino", "tvm_tuned", "tvm_tuned_split"]
+    skip = ["--skip", "torch_eager", "torch_channels_last", "torch_compile", "openvino", "tvm_tuned", "tvm_tuned_unsplit"]
     args = bench.parse_args(["--bundle-dir", str(tmp_path / "b"), *skip])
     models, _ = bench.prepare_models(onnx, args, {})
-    assert "tvm_untuned_split" not in models and built_with == [("tvm_untuned", False)]
-    args = bench.parse_args(["--bundle-dir", str(tmp_path / "b"), "--with-split", *skip])
+    assert "tvm_untuned_unsplit" not in models and built_with == [("tvm_untuned", default)]
+    args = bench.parse_args(["--bundle-dir", str(tmp_path / "b"), "--with-unsplit", *skip])
     models, _ = bench.prepare_models(onnx, args, {})
-    assert built_with == [("tvm_untuned", False), ("tvm_untuned_split", True)]  # the default build was reused
-    assert models["tvm_untuned_split"] == str(tmp_path / "b" / "tvm_untuned_split")
-    # A bundle in the split row's directory built without it is rebuilt, not timed under the wrong name.
-    manifest = tmp_path / "b" / "tvm_untuned_split" / "manifest.json"
+    assert built_with == [("tvm_untuned", default), ("tvm_untuned_unsplit", False)]  # the default build was reused
+    assert models["tvm_untuned_unsplit"] == str(tmp_path / "b" / "tvm_untuned_unsplit")
+    # A bundle in the unsplit row's directory built with the split is rebuilt, not timed under the wrong name.
+    manifest = tmp_path / "b" / "tvm_untuned_unsplit" / "manifest.json"
     m = json.loads(manifest.read_text())
-    m["config"]["split_reduction"] = False
+    m["config"]["split_reduction"] = True
     manifest.write_text(json.dumps(m))
     bench.prepare_models(onnx, args, {})
-    assert built_with[-1] == ("tvm_untuned_split", True) and len(built_with) == 3
+    assert built_with[-1] == ("tvm_untuned_unsplit", False) and len(built_with) == 3
 
 
 def test_a_baseline_must_be_a_host_bundle_built_for_this_cpu(tmp_path):

@@ -122,7 +122,7 @@ def schedule_passes(gpu: bool, database=None, applied: TuningApplied | None = No
                     precision: Precision = FP32, split_reduction: bool = False) -> list:
     """Every pass of a build up to scheduled kernels (before TVM's lowering): legalize and fuse, the tuning
     records, the default schedules. Built inside `with target:`, run inside `with database:`.
-    split_reduction: the opt-in schedule of schedules/split_reduction.py, ahead of the records (CPUs)."""
+    split_reduction: the schedule of schedules/split_reduction.py, ahead of the records (CPUs)."""
     import tvm
     from tvm.relax import backend
     from tvm.relax import transform as T
@@ -146,7 +146,7 @@ def pipeline(target, database=None, applied: TuningApplied | None = None, blocke
     measurement), or None for untuned kernels. applied: filled with how many kernels the log scheduled.
     blocked=False keeps CPU activations NCHW (an ablation: what the blocked layout buys).
     precision: FP32, or FP16 (precision.py) for cores with fp16 arithmetic.
-    split_reduction: schedules/split_reduction.py's opt-in schedule for the convs it fits."""
+    split_reduction: schedules/split_reduction.py's schedule for the convs it fits."""
     import tvm
 
     target = as_target(target)

@@ -10,6 +10,7 @@ A file `NAME.toml` has:
   linker = "system" | "zig" | "ndk"      # how model.so is linked (see c2f_edge.backend.crosslink)
   triple = "aarch64-linux-gnu"           # what the board runs (for the manifest and --cross-compiler)
   zig_target = "aarch64-linux-gnu"       # for linker = "zig"
+  split_reduction = true                 # build with compile --split-reduction unless --no-split-reduction
   [target]      TVM target JSON; `tag = "..."` starts from a TVM tag; "@system" = this machine's value
   [target.host] host JSON for GPU targets
   [expect]      keys the resolved target (or its host) must have: catches TVM tags that changed
@@ -43,6 +44,7 @@ class TargetSpec:
     android_api: int = 24
     expect: dict = field(default_factory=dict)
     source: str = ""
+    split_reduction: bool = False  # the default of compile --split-reduction (where it was measured to gain)
 
     def to_json(self) -> dict:
         """The TVM target JSON with run-time values ("@system") filled in."""
@@ -151,10 +153,14 @@ def load_file(path: Path) -> TargetSpec:
     if linker not in LINKERS:
         raise UsageError(f"target file {path}: linker must be one of {', '.join(LINKERS)}, not {linker!r}",
                          hint="zig cross-links ARM Linux targets, ndk Android ones, system this machine's")
+    split = data.get("split_reduction", False)
+    if not isinstance(split, bool):
+        raise UsageError(f"target file {path}: split_reduction must be true or false, not {split!r}",
+                         hint="true builds with compile --split-reduction by default")
     return TargetSpec(name=path.stem, description=data.get("description", ""), target=data["target"],
                       linker=linker, triple=data.get("triple"), zig_target=data.get("zig_target"),
                       android_api=int(data.get("android_api", 24)), expect=data.get("expect", {}),
-                      source=str(path))
+                      source=str(path), split_reduction=split)
 
 
 def registry() -> dict[str, TargetSpec]:

@@ -80,7 +80,7 @@ def build(mod, params, target, database=None, applied=None, blocked: bool = True
     applied: a pipeline.TuningApplied to fill in (how many kernels the database scheduled).
     blocked=False: CPU activations stay NCHW (an ablation; see pipeline.legalize_and_fuse).
     precision: a backend.precision.Precision (default FP32).
-    split_reduction: the opt-in schedule of backend/schedules/split_reduction.py.
+    split_reduction: the schedule of backend/schedules/split_reduction.py (the compile stage decides).
     """
     import tvm
 

@@ -33,15 +33,17 @@ statistics (they overflow fp16), the GELU's arithmetic, the classifier's sums, t
 stay fp32; the manifest lists what was kept and why. Parity judges it in the fp16 tolerance class. Half
 the bundle size. On mali and adreno it is OpenCL half (cl_khr_fp16), with the conv sums also in fp32.
 
-split reductions (experimental; fp32, CPU targets with num-cores): --split-reduction divides the input
-channels of the convs whose weights outweigh their input and whose input is 4x their output (the MLP's
-fc2 in stages 3 and 4) between the target's cores, each summing the share the kernel before left in its
-own cache. About 2-4% faster end to end on a 2-core Xeon. These kernels take no tuning record; the
-manifest's tuning.kernels.split_reduction counts them.
+split reductions (fp32, CPU targets with num-cores): --split-reduction divides the input channels of
+the convs whose weights outweigh their input and whose input is 4x their output (the MLP's fc2 in stages
+3 and 4) between the target's cores, each summing the share the kernel before left in its own cache.
+It is on by default where a target file says `split_reduction = true` (host: 2-4% faster end to end on
+a 2-core Xeon). The ARM targets take it with --split-reduction: the emulated Pi 5 keeps parity and runs
+no more instructions, but no board has timed it. --no-split-reduction turns it off. These kernels take
+no tuning record; the manifest's tuning.kernels.split_reduction counts them.
 
 examples:
   c2f-edge compile --target host --weights synthetic
-  c2f-edge compile --target host --tuning-log none --split-reduction --out build/host-split
+  c2f-edge compile --target host --tuning-log none --no-split-reduction --out build/host-unsplit
   c2f-edge compile --target rpi4 --onnx build/onnx/model.onnx
   c2f-edge compile --target rpi5 --precision fp16 --verify emulated
   c2f-edge compile --target mali --precision fp16
@@ -68,9 +70,9 @@ def register(sub) -> None:
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                    help="fp16: half-precision weights and arithmetic, for cores with fp16 and Mali/Adreno (see below; "
                         "default fp32)")
-    p.add_argument("--split-reduction", action="store_true",
-                   help="experimental: split the input channels of the convs that fit between the cores "
-                        "(see below; default off)")
+    p.add_argument("--split-reduction", action=argparse.BooleanOptionalAction, default=None,
+                   help="split the input channels of the convs that fit between the cores (see below; default: "
+                        "the target's, on for host)")
     p.add_argument("--out", metavar="DIR", help="bundle directory (default build/<target>/)")
     v = p.add_mutually_exclusive_group()
     v.add_argument("--verify", default="auto", metavar="MODE",
@@ -106,7 +108,7 @@ def run(args) -> int:
     print(f"wrote {out / LIBRARY} ({f['bytes'] / 1e6:.1f} MB, {f['elf']}, {m['precision']['name']}) for {m['target']['name']} "
           f"in {m['timings_s']['total']:.0f} s")
     print(f"tuning: {m['tuning']['note']}")
-    if args.split_reduction:
+    if m["config"].get("split_reduction"):
         print(f"split reductions: {m['tuning']['kernels'].get('split_reduction', 0)} kernels")
     par = m["parity"]
     if par.get("status") == "passed":

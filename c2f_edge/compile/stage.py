@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from c2f_edge.compile.bundle import BUNDLE_KIND, LIBRARY
@@ -46,7 +46,8 @@ class CompileConfig:
     verify: str = "auto"  # "auto" (local when the bundle runs here), "none", a VERIFIERS name or "rpc://..."
     blocked_layout: bool = True  # False: CPU activations stay NCHW (for scripts/bench_host.py --with-nchw)
     precision: str = "fp32"  # "fp16": half-precision weights and arithmetic (cores with fp16; see backend/precision.py)
-    split_reduction: bool = False  # the opt-in schedule of backend/schedules/split_reduction.py (CPU targets)
+    # backend/schedules/split_reduction.py: True / False, or None for the target's default where it applies
+    split_reduction: bool | None = None
 
 
 def _onnx_source(cfg: CompileConfig) -> tuple[str, Path | None]:
@@ -124,6 +125,22 @@ def check_gpu_limits(name: str, lib_path: Path, resolved: dict) -> dict:
     return {"kernels": len(kernels), "limits": checked}
 
 
+def split_reduction_for(wanted: bool | None, spec, target_json: dict, precision_name: str) -> bool:
+    """Whether a build takes the split reduction. None: the target's default (targets/*.toml
+    `split_reduction`), where it applies; True: refused where it cannot apply."""
+    if wanted is None:
+        if not spec.split_reduction:
+            return False
+        try:
+            check_split_reduction(spec, target_json, precision_name)
+        except UsageError:
+            return False
+        return True
+    if wanted:
+        check_split_reduction(spec, target_json, precision_name)
+    return wanted
+
+
 def check_split_reduction(spec, target_json: dict, precision_name: str) -> None:
     """--split-reduction divides a conv's input channels between the target's cores: an fp32 build for a CPU
     target that names them."""
@@ -153,8 +170,8 @@ def compile_bundle(cfg: CompileConfig) -> Path:
     spec.check()
     precision.check(spec, precision.get(cfg.precision))
     target_json = spec.to_json()
-    if cfg.split_reduction:
-        check_split_reduction(spec, target_json, cfg.precision)
+    # The manifest's config records what was built, not what was asked for.
+    cfg = replace(cfg, split_reduction=split_reduction_for(cfg.split_reduction, spec, target_json, cfg.precision))
     targets.check_codegen(target_json)
     linker = crosslink.linker_for(spec, cfg.cross_compiler)
     verifier = resolve_verifier(cfg.verify, spec)

@@ -72,7 +72,7 @@ def label(result: dict) -> str:
     c = result["conditions"]
     a = c["artifact"]
     emu = " EMULATED" if c["board"]["emulated"] else ""
-    split = " split" if a.get("split_reduction") else ""  # compile --split-reduction: a different build
+    split = " split" if a.get("split_reduction") else ""  # other kernels than --no-split-reduction's
     return f"{a.get('target')} {a.get('tuning') or ''}{split} @ {c['board']['key']}{emu}".replace("  ", " ")
 
 

@@ -105,6 +105,18 @@ def test_expect_mismatch_and_bad_files(tmp_path, monkeypatch):
         targets.registry()
 
 
+def test_split_reduction_default_is_read_from_the_target_file(tmp_path, monkeypatch):
+    assert targets.get("host").split_reduction is True  # measured there (README, "Split reductions")
+    assert not any(targets.get(n).split_reduction for n in ("rpi4", "rpi5", "jetson-orin", "arm64", "mali"))
+    (tmp_path / "myboard.toml").write_text('split_reduction = true\n[target]\nkind = "llvm"\nnum-cores = 4\n')
+    (tmp_path / "typo.toml").write_text('split_reduction = "yes"\n[target]\nkind = "llvm"\n')
+    monkeypatch.setenv(targets.ENV_DIRS, str(tmp_path))
+    with pytest.raises(UsageError, match="split_reduction must be true or false, not 'yes'"):
+        targets.registry()
+    (tmp_path / "typo.toml").unlink()
+    assert targets.get("myboard").split_reduction is True
+
+
 def test_targets_command_prints_table(capsys):
     from c2f_edge.cli import main
 

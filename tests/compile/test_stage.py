@@ -71,24 +71,28 @@ def test_host_bundle_runs_here_and_matches_pytorch(host_bundle, onnx_artifact):
 
 
 @pytest.mark.slow
-def test_split_reduction_bundle_matches_pytorch_and_the_default_build(host_bundle, onnx_artifact, tmp_path, capsys):
-    """compile --split-reduction: the two convs it takes are counted apart from the tuning log's, and the
-    bundle agrees with PyTorch and with the default build."""
+def test_host_builds_split_reductions_by_default_and_matches_the_unsplit_build(host_bundle, onnx_artifact, tmp_path,
+                                                                                capsys):
+    """host.toml says split_reduction = true: the default host bundle takes the two convs it fits (counted apart
+    from the tuning log's), and agrees with PyTorch and with a --no-split-reduction build."""
+    from c2f_edge.backend import targets
     from c2f_edge.core.images import photo_batch
 
+    split = targets.get("host").to_json()["num-cores"] >= 2  # one core has nothing to split
+    m = _manifest(host_bundle)
+    assert m["config"]["split_reduction"] is split
+    assert m["tuning"]["kernels"]["split_reduction"] == (2 if split else 0)
     out = tmp_path / "host"
     assert main(["compile", "--target", "host", "--onnx", str(onnx_artifact / "model.onnx"), "--tuning-log", "none",
-                 "--split-reduction", "--out", str(out)]) == 0
-    assert "split reductions: 2 kernels" in capsys.readouterr().out
+                 "--no-split-reduction", "--out", str(out)]) == 0
+    assert "split reductions" not in capsys.readouterr().out
     m = _check_bundle(out, "host", onnx_artifact)
-    assert m["config"]["split_reduction"] is True
-    assert m["tuning"]["kernels"]["split_reduction"] == 2 and m["tuning"]["kernels"]["from_log"] == 0
+    assert m["config"]["split_reduction"] is False and m["tuning"]["kernels"]["split_reduction"] == 0
     assert m["parity"]["status"] == "passed" and m["parity"]["local"]["max_abs_diff"] <= ATOL
     x = photo_batch(2)
-    out_split = load_bundle(out)(x)
-    assert np.abs(out_split - _torch_reference(x)).max() <= ATOL
-    assert np.abs(out_split - load_bundle(host_bundle)(x)).max() <= ATOL
-    assert _manifest(host_bundle)["tuning"]["kernels"]["split_reduction"] == 0
+    unsplit = load_bundle(out)(x)
+    assert np.abs(unsplit - _torch_reference(x)).max() <= ATOL
+    assert np.abs(unsplit - load_bundle(host_bundle)(x)).max() <= ATOL
 
 
 @pytest.mark.slow
@@ -227,6 +231,33 @@ def test_bad_tuning_log_and_no_model(tmp_path, fake_onnx_dir, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)  # no build/onnx/model.onnx here
     _fails(["compile", "--target", "host", "--out", str(out)], capsys, "no ONNX model to compile")
     _no_bundle(out)
+
+
+def test_split_reduction_default_applies_only_where_it_can():
+    """A target file's split_reduction = true is a default: builds it cannot apply to go without it, quietly;
+    only an explicit --split-reduction is refused there."""
+    from dataclasses import replace
+
+    from c2f_edge.backend import targets
+    from c2f_edge.compile.stage import split_reduction_for
+    from c2f_edge.core.errors import UsageError
+
+    def default(name, precision="fp32", cores=None):
+        spec = replace(targets.get(name), split_reduction=True)
+        t = spec.to_json() | ({"num-cores": cores} if cores else {})
+        return split_reduction_for(None, spec, t, precision)
+
+    assert default("host", cores=2) is True and default("rpi5") is True
+    assert default("host", cores=1) is False  # one core: nothing to split
+    assert default("rpi5", precision="fp16") is False
+    assert default("arm64") is False and default("mali") is False
+    rpi5 = targets.get("rpi5")  # no split_reduction in its file
+    assert split_reduction_for(None, rpi5, rpi5.to_json(), "fp32") is False
+    assert split_reduction_for(True, rpi5, rpi5.to_json(), "fp32") is True
+    host = targets.get("host")
+    assert split_reduction_for(False, host, host.to_json(), "fp32") is False
+    with pytest.raises(UsageError, match="is for fp32 builds"):
+        split_reduction_for(True, host, host.to_json(), "fp16")
 
 
 def test_split_reduction_needs_a_cpu_target_with_cores(tmp_path, fake_onnx_dir, capsys):

@@ -1,4 +1,4 @@
-"""An opt-in schedule (`compile --split-reduction`): a 1x1 conv whose input channels are split between the
+"""A schedule per target (`compile --split-reduction`, on where a target file says so): a 1x1 conv whose input channels are split between the
 cores, each summing its own share into a partial output, then the partials summed with the epilogue.
 
 Why: in the MLP, fc1 and the depthwise 3x3 + GELU before fc2 give each core the same share of the hidden
@@ -6,11 +6,12 @@ channels, so each core's share sits in its own L2. The default tile of a conv wh
 input splits the *output* channels between the cores, so each core reads every hidden channel, half of them
 from the other core's L2. Split by input channels, each core reads its own half of the input and half of
 the weights. On the rocketlake Xeon (2 cores) stage 3's fc2 ran 0.2-1.1 ms faster in the model's sequence
-and unchanged alone; the model 2-4% faster. By hand, stage 4's (weights dominate) was level, and stage 1's,
+and unchanged alone; the model 2-3% faster. By hand, stage 4's (weights dominate) was level, and stage 1's,
 whose input outweighs its weights, slower: hence the criterion in `fits`.
 
-Not a default rule: the tuner times each kernel alone, where this gains nothing, so it would never keep
-it; a kernel this schedules takes no tuning record (`split_reduction_pass` runs before the records).
+Not one of the default rules: the tuner times each kernel alone, where this gains nothing, so it would
+never keep it; a kernel this schedules takes no tuning record (`split_reduction_pass` runs before the
+records). Whether a build takes it is the target's (targets/*.toml `split_reduction`, compile/stage.py).
 """
 
 from __future__ import annotations

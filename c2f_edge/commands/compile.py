@@ -35,11 +35,12 @@ the bundle size. On mali and adreno it is OpenCL half (cl_khr_fp16), with the co
 
 split reductions (fp32, CPU targets with num-cores): --split-reduction divides the input channels of
 the convs whose weights outweigh their input and whose input is 4x their output (the MLP's fc2 in stages
-3 and 4) between the target's cores, each summing the share the kernel before left in its own cache.
-It is on by default where a target file says `split_reduction = true` (host: 2-4% faster end to end on
-a 2-core Xeon). The ARM targets take it with --split-reduction: the emulated Pi 5 keeps parity and runs
-no more instructions, but no board has timed it. --no-split-reduction turns it off. These kernels take
-no tuning record; the manifest's tuning.kernels.split_reduction counts them.
+3 and 4) between the target's cores, each summing the share the kernel before left in its own cache;
+and the classifier's weight rows, each core streaming its own. It is on by default where a target file
+says `split_reduction = true` (host: 2-3% faster end to end on a 2-core Xeon). The ARM targets take it
+with --split-reduction: the emulated Pi 5 keeps parity and runs no more instructions, but no board has
+timed it. --no-split-reduction turns it off. These kernels take no tuning record; the manifest's
+tuning.kernels.split_reduction counts them.
 
 examples:
   c2f-edge compile --target host --weights synthetic

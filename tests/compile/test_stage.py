@@ -81,7 +81,7 @@ def test_host_builds_split_reductions_by_default_and_matches_the_unsplit_build(h
     split = targets.get("host").to_json()["num-cores"] >= 2  # one core has nothing to split
     m = _manifest(host_bundle)
     assert m["config"]["split_reduction"] is split
-    assert m["tuning"]["kernels"]["split_reduction"] == (2 if split else 0)
+    assert m["tuning"]["kernels"]["split_reduction"] == (3 if split else 0)  # two fc2 convs, the classifier
     out = tmp_path / "host"
     assert main(["compile", "--target", "host", "--onnx", str(onnx_artifact / "model.onnx"), "--tuning-log", "none",
                  "--no-split-reduction", "--out", str(out)]) == 0
@@ -334,14 +334,14 @@ def test_arm64_bundle_runs_on_emulated_board(arm64_bundle, emulated_board, recor
 @pytest.mark.slow
 @pytest.mark.emulated
 def test_split_reduction_rpi5_bundle_matches_pytorch_on_emulated_board(onnx_artifact, emulated_board, tmp_path):
-    """--split-reduction on a 4-core ARM target: the aarch64 code of the two split convs, run under qemu."""
+    """--split-reduction on a 4-core ARM target: the aarch64 code of the three split kernels, run under qemu."""
     from c2f_edge.board import rpc
     from c2f_edge.compile import CompileConfig, compile_bundle, load_remote_bundle
     from c2f_edge.core.images import photo_batch
 
     bundle = compile_bundle(CompileConfig(target="rpi5", onnx=str(onnx_artifact / "model.onnx"), tuning_log="none",
                                           split_reduction=True, verify="none", out=str(tmp_path / "rpi5")))
-    assert _manifest(bundle)["tuning"]["kernels"]["split_reduction"] == 2
+    assert _manifest(bundle)["tuning"]["kernels"]["split_reduction"] == 3
     x = photo_batch(1)
     remote = rpc.connect(emulated_board, session_timeout=900)
     try:

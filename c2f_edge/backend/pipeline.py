@@ -146,7 +146,7 @@ def pipeline(target, database=None, applied: TuningApplied | None = None, blocke
     measurement), or None for untuned kernels. applied: filled with how many kernels the log scheduled.
     blocked=False keeps CPU activations NCHW (an ablation: what the blocked layout buys).
     precision: FP32, or FP16 (precision.py) for cores with fp16 arithmetic.
-    split_reduction: schedules/split_reduction.py's schedule for the convs it fits."""
+    split_reduction: schedules/split_reduction.py's schedule for the kernels it fits."""
     import tvm
 
     target = as_target(target)

@@ -72,8 +72,8 @@ def register(sub) -> None:
                    help="fp16: half-precision weights and arithmetic, for cores with fp16 and Mali/Adreno (see below; "
                         "default fp32)")
     p.add_argument("--split-reduction", action=argparse.BooleanOptionalAction, default=None,
-                   help="split the input channels of the convs that fit between the cores (see below; default: "
-                        "the target's, on for host)")
+                   help="split the sums of the kernels that fit (two convs, the classifier) between the cores "
+                        "(see below; default: the target's, on for host)")
     p.add_argument("--out", metavar="DIR", help="bundle directory (default build/<target>/)")
     v = p.add_mutually_exclusive_group()
     v.add_argument("--verify", default="auto", metavar="MODE",

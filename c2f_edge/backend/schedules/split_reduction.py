@@ -1,5 +1,6 @@
-"""A schedule per target (`compile --split-reduction`, on where a target file says so): a 1x1 conv whose input channels are split between the
-cores, each summing its own share into a partial output, then the partials summed with the epilogue.
+"""A schedule per target (`compile --split-reduction`, on where a target file says so): a 1x1 conv whose
+input channels are split between the cores, each summing its own share into a partial output, then the
+partials summed with the epilogue.
 
 Why: in the MLP, fc1 and the depthwise 3x3 + GELU before fc2 give each core the same share of the hidden
 channels, so each core's share sits in its own L2. The default tile of a conv whose weights outweigh its

@@ -38,6 +38,7 @@ from c2f_edge.tune.tasks import (
     model_identity,
     search_population,
     seed_default_schedules,
+    split_tasks,
     tune_contexts,
 )
 
@@ -88,6 +89,7 @@ class _Job:
     order: list[int] = field(default_factory=list)
     prev_time_s: float = 0.0
     carry_from: int | None = None  # the work dir's log is of this older pipeline version: carry it over
+    split_reduction: bool = False  # the target's builds take the split reduction: its kernels are not tuned
     runner: object = None  # set by _search; a FarmRunner counts the candidates it measured again
 
     @property
@@ -205,13 +207,22 @@ def _resolve(cfg: TuneConfig) -> _Job:
         print(f"  {per_round} candidates per round instead of {cfg.trials_per_round}: a multiple of the {boards} "
               "boards", file=sys.stderr)
         cfg = replace(cfg, trials_per_round=per_round)
-    return _Job(cfg, target_json, fcompile, onnx_path, ident, work_dir, machine, carry_from=carry_from)
+    from c2f_edge.compile.stage import split_reduction_for
+
+    split = split_reduction_for(None, spec, target_json, cfg.precision)
+    return _Job(cfg, target_json, fcompile, onnx_path, ident, work_dir, machine, carry_from=carry_from,
+                split_reduction=split)
 
 
 def _plan(job: _Job) -> tuple[int, int]:
     """Extract the tasks, count what the work dir already holds; returns (trials left, trials done)."""
     cfg, work_dir = job.cfg, job.work_dir
     job.tasks = extract_tasks(job.onnx_path, job.target_json, precision.get(cfg.precision))
+    if job.split_reduction and (split := split_tasks(job.tasks, job.target_json)):
+        names = {t.task_name for t in split}
+        job.tasks = [t for t in job.tasks if t.task_name not in names]
+        print(f"  {len(split)} kernels left untuned: {cfg.target}'s builds take the split reduction for them "
+              "(compile --no-split-reduction builds them with their default schedules)", file=sys.stderr)
     if work_dir.is_dir() and repair_tail(work_dir):
         print(f"  dropped a half-written line in {work_dir} (a run killed mid-write)", file=sys.stderr)
     if job.carry_from is not None:

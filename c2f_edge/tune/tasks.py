@@ -39,6 +39,16 @@ def extract_tasks(onnx_path, target_json: dict, precision=None):
     return ms.relax_integration.extract_tasks(fused, target)
 
 
+def split_tasks(tasks, target_json: dict) -> list:
+    """The tasks that backend/schedules/split_reduction.py schedules for this target: a build that takes
+    the split reduction uses no record of theirs, so tuning them would spend trials for nothing."""
+    from c2f_edge.backend.schedules.split_reduction import SplitReduction, cores_of
+
+    target = as_target(target_json)
+    rule = SplitReduction(cores_of(target))
+    return [t for t in tasks if rule.apply(t.dispatched[0]["main"], target, False) is not None]
+
+
 def seed_default_schedules(tasks, target_json, builder, runner, db) -> int:
     """Measure c2f-edge's default CPU schedule of each task and commit it as a tuning record.
 

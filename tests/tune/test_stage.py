@@ -303,3 +303,25 @@ def test_compile_applies_a_conv2former_log_and_matches_pytorch(c2f_tuned, onnx_a
         ref = model(torch.from_numpy(x)).numpy()
     res = logit_metrics(ref, load_bundle(bundle)(x))
     assert res["max_abs_diff"] < 1e-4 and res["top1_agreement"] == 1.0, res
+
+
+@pytest.mark.slow
+def test_tuning_leaves_out_the_kernels_a_split_reduction_build_schedules(onnx_artifact, tmp_path, capsys):
+    """host builds take the split reduction (targets/host.toml): their records for its kernels would go
+    unused, so tune does not spend trials on them."""
+    from c2f_edge.backend import targets
+    from c2f_edge.tune import TuneConfig
+    from c2f_edge.tune.stage import _plan, _resolve
+
+    cfg = TuneConfig(target="host", trials=64, onnx=str(onnx_artifact / "model.onnx"), work_dir=str(tmp_path / "w"))
+    job = _resolve(cfg)
+    cores = targets.get("host").to_json()["num-cores"]
+    assert job.split_reduction is (cores >= 2)
+    _plan(job)
+    names = {t.task_name for t in job.tasks}
+    left_out = {"fused_conv2d13_add10_add11", "fused_conv2d17_add14_add15", "fused_matmul_add19"}
+    if cores >= 2:
+        assert not names & left_out and len(names) == 40
+        assert "3 kernels left untuned: host's builds take the split reduction" in capsys.readouterr().err
+    else:
+        assert left_out <= names

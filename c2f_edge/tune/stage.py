@@ -38,8 +38,8 @@ from c2f_edge.tune.tasks import (
     model_identity,
     search_population,
     seed_default_schedules,
-    split_tasks,
     tune_contexts,
+    without_split,
 )
 
 # Candidates measured per task per round. 16 keeps rounds short on a 2-core machine.
@@ -218,11 +218,11 @@ def _plan(job: _Job) -> tuple[int, int]:
     """Extract the tasks, count what the work dir already holds; returns (trials left, trials done)."""
     cfg, work_dir = job.cfg, job.work_dir
     job.tasks = extract_tasks(job.onnx_path, job.target_json, precision.get(cfg.precision))
-    if job.split_reduction and (split := split_tasks(job.tasks, job.target_json)):
-        names = {t.task_name for t in split}
-        job.tasks = [t for t in job.tasks if t.task_name not in names]
-        print(f"  {len(split)} kernels left untuned: {cfg.target}'s builds take the split reduction for them "
-              "(compile --no-split-reduction builds them with their default schedules)", file=sys.stderr)
+    if job.split_reduction:
+        job.tasks, left_out = without_split(job.tasks, job.target_json)
+        if left_out:
+            print(f"  {left_out} kernels left untuned: {cfg.target}'s builds take the split reduction for them "
+                  "(compile --no-split-reduction builds them with their default schedules)", file=sys.stderr)
     if work_dir.is_dir() and repair_tail(work_dir):
         print(f"  dropped a half-written line in {work_dir} (a run killed mid-write)", file=sys.stderr)
     if job.carry_from is not None:

@@ -39,14 +39,15 @@ def extract_tasks(onnx_path, target_json: dict, precision=None):
     return ms.relax_integration.extract_tasks(fused, target)
 
 
-def split_tasks(tasks, target_json: dict) -> list:
-    """The tasks that backend/schedules/split_reduction.py schedules for this target: a build that takes
-    the split reduction uses no record of theirs, so tuning them would spend trials for nothing."""
+def without_split(tasks, target_json: dict) -> tuple[list, int]:
+    """The tasks but those backend/schedules/split_reduction.py schedules for this target (a build that
+    takes the split reduction uses no record of theirs), and how many were left out."""
     from c2f_edge.backend.schedules.split_reduction import SplitReduction, cores_of
 
     target = as_target(target_json)
     rule = SplitReduction(cores_of(target))
-    return [t for t in tasks if rule.apply(t.dispatched[0]["main"], target, False) is not None]
+    kept = [t for t in tasks if rule.apply(t.dispatched[0]["main"], target, False) is None]
+    return kept, len(tasks) - len(kept)
 
 
 def seed_default_schedules(tasks, target_json, builder, runner, db) -> int:

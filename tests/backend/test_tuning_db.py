@@ -108,7 +108,7 @@ def check_shipped_log(path: Path, onnx: Path, signature: str) -> str:
     """
     from c2f_edge.backend import precision, targets, tvm_build
     from c2f_edge.compile.stage import split_reduction_for
-    from c2f_edge.tune.tasks import extract_tasks, split_tasks
+    from c2f_edge.tune.tasks import extract_tasks, without_split
 
     log = tuning_db.read_log(path)
     prec = precision.get(log.meta.get("precision", "fp32"))  # tuning_logs/<target>-fp16/: fp16 kernels
@@ -132,8 +132,7 @@ def check_shipped_log(path: Path, onnx: Path, signature: str) -> str:
     split = split_reduction_for(None, spec, target, prec.name)
     tasks = extract_tasks(onnx, target, precision=prec)
     if split:
-        names = {t.task_name for t in split_tasks(tasks, target)}
-        tasks = [t for t in tasks if t.task_name not in names]
+        tasks, _ = without_split(tasks, target)
     missing = [t.task_name for t in tasks if not db.has_workload(t.dispatched[0])]
     assert not missing, f"{path}: fits by its meta.json but has no records for {missing}"
     # A measured record for every kernel (a failed measurement is stored with no time, or 1e10 s) ...

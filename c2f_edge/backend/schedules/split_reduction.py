@@ -76,9 +76,9 @@ class SplitReduction(Rule):
         return True
 
 
-def conv_shape(sch):
-    """The kernel's single reduction as a dict of what the rule needs, or None if it is no 1x1 conv of the
-    form LegalizeOps emits (one loop per axis; the reduction's inner axes of extent 1 but the lanes)."""
+def _single_reduction(sch):
+    """(block, statement, iter vars) of the kernel's one reduction, if it comes first and has one loop per
+    axis (the form LegalizeOps emits); else None."""
     blocks = root_blocks(sch)
     reductions = [b for b in blocks if is_reduction(sch, b)]
     if len(reductions) != 1 or blocks.index(reductions[0]) != 0:
@@ -89,6 +89,15 @@ def conv_shape(sch):
     loops = sch.get_loops(main)
     if len(loops) != len(ivs) or any(loop_extent(sch, lp) != int(iv.dom.extent) for lp, iv in zip(loops, ivs)):
         return None
+    return main, stmt, ivs
+
+
+def conv_shape(sch):
+    """The kernel's single reduction as a dict of what the rule needs, or None if it is no 1x1 conv of the
+    form LegalizeOps emits (one loop per axis; the reduction's inner axes of extent 1 but the lanes)."""
+    if (found := _single_reduction(sch)) is None:
+        return None
+    main, stmt, ivs = found
     reduce = [i for i, iv in enumerate(ivs) if int(iv.iter_type) == REDUCE]
     spatial = [i for i, iv in enumerate(ivs) if int(iv.iter_type) != REDUCE]
     if reduce != list(range(reduce[0], len(ivs))) or len(stmt.reads) != 2:
@@ -125,17 +134,10 @@ def fits(shape: dict, parts: int) -> bool:
 
 def gemv_shape(sch):
     """A [1, K] x [K, N] product (the classifier), weight rows contiguous in N, as a dict; else None."""
-    blocks = root_blocks(sch)
-    reductions = [b for b in blocks if is_reduction(sch, b)]
-    if len(reductions) != 1 or blocks.index(reductions[0]) != 0:
+    if (found := _single_reduction(sch)) is None:
         return None
-    main = reductions[0]
-    stmt = sch.get(main)
-    ivs = list(stmt.iter_vars)
-    loops = sch.get_loops(main)
-    if len(ivs) != 3 or len(loops) != 3 or [int(iv.iter_type) == REDUCE for iv in ivs] != [False, False, True]:
-        return None
-    if any(loop_extent(sch, lp) != int(iv.dom.extent) for lp, iv in zip(loops, ivs)) or int(ivs[0].dom.extent) != 1:
+    main, stmt, ivs = found
+    if [int(iv.iter_type) == REDUCE for iv in ivs] != [False, False, True] or int(ivs[0].dom.extent) != 1:
         return None
     write = stmt.writes[0]
     if str(write.source.dtype) != "float32" or len(stmt.reads) != 2:
@@ -177,14 +179,19 @@ def _split_gemv(sch, shape, parts, spec) -> None:
     f_out, f_in = sch.split(f_n, [None, vec])
     sch.reorder(f_i0, f_out, f_k0, f_in)
     sch.vectorize(f_in)
+    _epilogue_at(sch, main, f_out)
+    sch.decompose_reduction(main, f_k0)
+
+
+def _epilogue_at(sch, main, loop) -> None:
+    """The blocks after `main` (bias, residual) inlined into the last one, which runs vectorized at `loop`."""
     root = root_blocks(sch)
-    tail = root[1 + next(i for i, b in enumerate(root) if sch.get(b).same_as(sch.get(main))):]
+    tail = root[1 + next(k for k, b in enumerate(root) if sch.get(b).same_as(sch.get(main))):]
     for b in tail[:-1]:
         sch.compute_inline(b)
     if tail:
-        sch.reverse_compute_at(tail[-1], f_out)
+        sch.reverse_compute_at(tail[-1], loop)
         sch.vectorize(sch.get_loops(tail[-1])[-1])
-    sch.decompose_reduction(main, f_k0)
 
 
 def _register_tile(shape, spec) -> tuple[int, int]:
@@ -225,19 +232,13 @@ def _split(sch, shape, parts, spec) -> None:
 
     # The sum of the partials, and the epilogue on it while it is in registers: threads over output-channel
     # blocks and rows.
-    root = root_blocks(sch)
-    tail = root[1 + next(k for k, b in enumerate(root) if sch.get(b).same_as(sch.get(main))):]
     floops = sch.get_loops(main)
     *fspatial, f_parts = floops
     sch.reorder(*fspatial[:-1], f_parts, fspatial[-1])
     rows = sch.fuse(*fspatial[:-2]) if len(fspatial) > 3 else fspatial[0]
     sch.parallel(rows)
     sch.vectorize(fspatial[-1])
-    for b in tail[:-1]:
-        sch.compute_inline(b)
-    if tail:
-        sch.reverse_compute_at(tail[-1], fspatial[-2])
-        sch.vectorize(sch.get_loops(tail[-1])[-1])
+    _epilogue_at(sch, main, fspatial[-2])
     sch.decompose_reduction(main, f_parts)
 
 

@@ -23,7 +23,9 @@ first in the same process slowed TVM by ~10% and ONNX Runtime by ~4% afterwards.
 the samples of all rounds are pooled; the spread of the per-round medians and ratios shows how stable
 they are. --same-process times every backend in this one process instead, in a fixed order (the old way).
 
-The TVM bundles are compiled once into --bundle-dir (default build/bench/) and reused; --rebuild forces it.
+The TVM bundles are compiled once into --bundle-dir (default build/bench/) and reused while their manifest
+matches this run (pipeline version, the backend's source digest, TVM, ONNX file, build options); --rebuild
+forces it.
 A host tuning log fits one CPU model and core count: tvm_tuned uses tuning_logs/host/<cpu>-<cores>cores/
 and is skipped, with a note, on a machine no shipped log was tuned on.
 
@@ -320,25 +322,40 @@ def sgemm_peak(work: Path, args) -> tuple[float, str]:
 def tvm_bundle(onnx: Path, out: Path, tuning_log: str, rebuild: bool,
                blocked: bool = True, split: bool | None = None) -> tuple[Path, float | None]:
     from c2f_edge.backend import targets
-    from c2f_edge.backend.pipeline import PIPELINE_VERSION
     from c2f_edge.compile import CompileConfig, compile_bundle
     from c2f_edge.compile.stage import split_reduction_for
-    from c2f_edge.core.artifacts import sha256_file
 
     spec = targets.get("host")
     split = split_reduction_for(split, spec, spec.to_json(), "fp32")
 
     if (out / "manifest.json").is_file() and not rebuild:
-        m = json.loads((out / "manifest.json").read_text())
-        same_pipeline = m.get("versions", {}).get("c2f-edge pipeline") == PIPELINE_VERSION
-        if same_pipeline and m.get("onnx", {}).get("sha256") == sha256_file(onnx) \
-                and m["config"].get("tuning_log") == tuning_log and m["config"].get("blocked_layout", True) == blocked \
-                and m["config"].get("split_reduction", False) == split:
+        why = outdated(json.loads((out / "manifest.json").read_text()), onnx, tuning_log, blocked, split)
+        if why is None:
             return out, None
+        print(f"  {out.name:<20} rebuilding: {why}", file=sys.stderr)
     t0 = time.perf_counter()
     compile_bundle(CompileConfig(target="host", onnx=str(onnx), tuning_log=tuning_log, out=str(out), verify="none",
                                  blocked_layout=blocked, split_reduction=split))
     return out, time.perf_counter() - t0
+
+
+def outdated(manifest: dict, onnx: Path, tuning_log: str, blocked: bool, split: bool) -> str | None:
+    """Why a cached bundle is not what this run would build (so it is rebuilt), or None to reuse it."""
+    from c2f_edge.backend.pipeline import PIPELINE_VERSION, source_digest
+    from c2f_edge.core.artifacts import sha256_file, tool_versions
+
+    versions, config = manifest.get("versions", {}), manifest.get("config", {})
+    checks = [
+        (versions.get("c2f-edge pipeline") == PIPELINE_VERSION, "built by another pipeline version"),
+        (versions.get("c2f-edge backend source") == source_digest(), "built from other backend source"),
+        (versions.get("apache-tvm") == tool_versions().get("apache-tvm"), "built by another TVM"),
+        (manifest.get("onnx", {}).get("sha256") == sha256_file(onnx), "built from another ONNX file"),
+        (config.get("tuning_log") == tuning_log, "built with another tuning log"),
+        (config.get("blocked_layout", True) == blocked, "built with another layout"),
+        (config.get("split_reduction", False) == split, "built with the split reduction "
+                                                         + ("off" if split else "on")),
+    ]
+    return next((why for ok, why in checks if not ok), None)
 
 
 def default_tuning_log() -> str:

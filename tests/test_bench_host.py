@@ -150,7 +150,6 @@ def test_with_unsplit_adds_unsplit_builds_and_reuses_only_a_bundle_built_the_sam
     `compile --no-split-reduction`, and a cached default build is not one of them."""
     import c2f_edge.compile as compile_pkg
     from c2f_edge.backend import targets
-    from c2f_edge.backend.pipeline import PIPELINE_VERSION
     from c2f_edge.compile.stage import split_reduction_for
     from c2f_edge.core.artifacts import sha256_file
     from tests.compile.test_stage import _tiny_onnx
@@ -165,7 +164,7 @@ def test_with_unsplit_adds_unsplit_builds_and_reuses_only_a_bundle_built_the_sam
     def fake_compile(cfg):
         built_with.append((Path(cfg.out).name, cfg.split_reduction))
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        manifest = {"versions": {"c2f-edge pipeline": PIPELINE_VERSION}, "onnx": {"sha256": sha256_file(onnx)},
+        manifest = {"versions": current_versions(), "onnx": {"sha256": sha256_file(onnx)},
                     "config": {"tuning_log": cfg.tuning_log, "blocked_layout": True,
                                "split_reduction": cfg.split_reduction},
                     "tuning": {"status": "untuned", "note": "untuned", "kernels": {"total": 9, "from_log": 0}}}
@@ -188,6 +187,37 @@ def test_with_unsplit_adds_unsplit_builds_and_reuses_only_a_bundle_built_the_sam
     manifest.write_text(json.dumps(m))
     bench.prepare_models(onnx, args, {})
     assert built_with[-1] == ("tvm_untuned_unsplit", False) and len(built_with) == 3
+
+
+def current_versions() -> dict:
+    """The versions section compile writes today (what bench_host reuses a bundle by)."""
+    from c2f_edge.backend.pipeline import PIPELINE_VERSION, source_digest
+    from c2f_edge.core.artifacts import tool_versions
+
+    return {**tool_versions(), "c2f-edge pipeline": PIPELINE_VERSION, "c2f-edge backend source": source_digest()}
+
+
+@pytest.mark.parametrize("section, key, value, why", [
+    (None, None, None, None),
+    ("versions", "c2f-edge pipeline", 0, "built by another pipeline version"),
+    ("versions", "c2f-edge backend source", "0" * 16, "built from other backend source"),
+    ("versions", "c2f-edge backend source", None, "built from other backend source"),
+    ("versions", "apache-tvm", "0.26.0", "built by another TVM"),
+    ("onnx", "sha256", "0" * 64, "built from another ONNX file"),
+    ("config", "tuning_log", "tuning_logs/host/other", "built with another tuning log"),
+    ("config", "blocked_layout", False, "built with another layout"),
+    ("config", "split_reduction", False, "built with the split reduction off"),
+])
+def test_a_cached_bundle_is_reused_only_if_this_run_would_build_the_same(tmp_path, section, key, value, why):
+    from c2f_edge.core.artifacts import sha256_file
+
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"onnx")
+    manifest = {"versions": current_versions(), "onnx": {"sha256": sha256_file(onnx)},
+                "config": {"tuning_log": "none", "blocked_layout": True, "split_reduction": True}}
+    if section:
+        manifest[section][key] = value
+    assert bench.outdated(manifest, onnx, "none", True, True) == why
 
 
 def test_a_baseline_must_be_a_host_bundle_built_for_this_cpu(tmp_path):

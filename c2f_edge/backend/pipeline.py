@@ -12,7 +12,10 @@ builds: Relax's ToMixedPrecision, see precision.py), the blocked layout (passes/
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from c2f_edge.backend.precision import FP32, Precision
 from c2f_edge.backend.targets import as_target, is_gpu
@@ -20,6 +23,17 @@ from c2f_edge.backend.targets import as_target, is_gpu
 # Bump when a change here (or in passes/, legalize/, schedules/ where it changes which kernels are
 # built) alters the kernels: tuning logs record it, and old records would otherwise silently stop matching.
 PIPELINE_VERSION = 6
+
+
+@functools.cache
+def source_digest() -> str:
+    """A digest of the backend's source (every .py under backend/): bundle manifests record it, so that a
+    cached build is not reused after a schedule change that did not bump PIPELINE_VERSION."""
+    h = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def legalize_and_fuse(mod, target, blocked: bool = True, precision: Precision = FP32):

@@ -80,14 +80,15 @@ def bundle_manifest(cfg: CompileConfig, spec, target_json: dict, onnx_model, onn
                     lib_path: Path) -> dict:
     """What made the bundle: versions, target, input/output spec, source ONNX, tuning, linker, hashes."""
     from c2f_edge.backend import crosslink, precision
-    from c2f_edge.backend.pipeline import PIPELINE_VERSION
+    from c2f_edge.backend.pipeline import PIPELINE_VERSION, source_digest
 
     onnx_meta = _onnx_manifest(onnx_path)
     gpu = spec.device == "GPU"
     canon = spec.canonical()
     return new_manifest(
         BUNDLE_KIND,
-        versions={**tool_versions(("ziglang",)), "c2f-edge pipeline": PIPELINE_VERSION},
+        versions={**tool_versions(("ziglang",)), "c2f-edge pipeline": PIPELINE_VERSION,
+                  "c2f-edge backend source": source_digest()},
         target={"name": spec.name, "description": spec.description, "kind": spec.kind, "device": spec.device,
                 "triple": spec.triple, "json": target_json, "resolved": canon,
                 **({"host_json": target_json.get("host"), "host_resolved": canon.get("host")} if gpu else {}),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from c2f_edge.backend.crosslink import elf_arch
-from c2f_edge.backend.pipeline import PIPELINE_VERSION
+from c2f_edge.backend.pipeline import PIPELINE_VERSION, source_digest
 from c2f_edge.cli import main
 from c2f_edge.compile import LIBRARY, load_bundle
 from c2f_edge.core.artifacts import sha256_file
@@ -36,6 +36,7 @@ def _check_bundle(bundle, target: str, onnx_dir):
     assert m["tuning"]["kernels"]["from_log"] == 0 and m["tuning"]["kernels"]["total"] > 10
     assert m["versions"]["apache-tvm"] and m["timings_s"]["total"] > 0
     assert m["versions"]["c2f-edge pipeline"] == PIPELINE_VERSION  # what scripts/bench_host.py reuses bundles by
+    assert m["versions"]["c2f-edge backend source"] == source_digest()
     assert m["bundle_bytes"] >= m["files"][LIBRARY]["bytes"]
     assert "tvm.runtime.load_module" in (bundle / "README.txt").read_text()
     # Nothing but the bundle's three files; no temp dirs left beside it.

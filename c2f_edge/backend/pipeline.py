@@ -151,7 +151,11 @@ def schedule_passes(gpu: bool, database=None, applied: TuningApplied | None = No
         passes.append(T.MetaScheduleApplyDatabase(enable_warning=False))
     if applied is not None:
         passes.append(count_tuned(applied))
-    return [*passes, default_schedule(gpu)]
+    if gpu:
+        return [*passes, default_schedule(gpu)]
+    from c2f_edge.backend.schedules.weight_prefetch import weight_prefetch_pass
+
+    return [*passes, default_schedule(gpu), weight_prefetch_pass(tvm.target.Target.current())]
 
 
 def pipeline(target, database=None, applied: TuningApplied | None = None, blocked: bool = True,

@@ -40,7 +40,7 @@ def cpu_spec(target, dtype: str = "float32") -> CpuSpec:
         except Exception:  # noqa: BLE001 - an unknown feature name on this arch
             return False
 
-    triple = str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
+    triple = target_triple(target)
     if has("avx512f"):
         return CpuSpec(lanes=512 // bits, registers=32, vector_bits=512)
     if has("avx2") or has("avx"):
@@ -48,3 +48,10 @@ def cpu_spec(target, dtype: str = "float32") -> CpuSpec:
     if triple.startswith(("aarch64", "arm64")):
         return CpuSpec(lanes=128 // bits, registers=32, vector_bits=128)
     return CpuSpec(lanes=128 // bits, registers=16, vector_bits=128)  # armv7 NEON (16 q registers), SSE
+
+
+def target_triple(target) -> str:
+    """The llvm target's triple (this machine's when the target names none)."""
+    from tvm.target import codegen
+
+    return str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())

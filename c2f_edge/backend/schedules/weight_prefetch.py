@@ -1,6 +1,6 @@
-"""Weight prefetch (x86 CPU builds): a kernel whose parallel items walk a large weight operand in order
-gets each item to prefetch, into L2, the slice of the weights that the items one weight chunk later start
-on, a few cache lines per step of its reduction.
+"""Weight prefetch (x86 CPU builds): a kernel that walks a large weight operand chunk by chunk gets each
+step of the walk to prefetch, into L2, its share of the next chunk, a few cache lines per step of its
+reduction.
 
 Why: inside the model, a kernel's weights come from L3 or DRAM (Conv2Former-N reads 60 MB of weights per
 image through 2 MB of L2 per core). A tile's first pass over its chunk of the weights waits for memory at
@@ -9,10 +9,11 @@ chunk meanwhile overlaps the two. On the rocketlake Xeon the 1x1 convs of stages
 conv lost 1.0 ms less in the model's sequence (stage 3's fc1 3.16 -> 2.84 ms, its time alone), and the
 model ran 3-4% faster; alone, with warm caches, nothing changes.
 
-Which kernels: any schedule (default or tuned) whose outermost parallel loop steps through the weights'
-output blocks in order, k items per chunk, with at least MIN_WEIGHT_BYTES of weights. A kernel whose items
-all read the same weights (stages 1 and 2: the activations outweigh the weights) is left alone, as are
-the split reductions (their parallel loop is the reduction's).
+Which kernels: any schedule (default or tuned) with at least MIN_WEIGHT_BYTES of weights whose walker
+steps through the weights' output blocks in order, k iterations per chunk. The walker is the outermost
+parallel loop (items), or in a split reduction the loop over output blocks inside each core's share, which
+reads only that core's part of each row. A kernel whose items all read the same weights (stages 1 and 2:
+the activations outweigh the weights) is left alone, as is the classifier (its rows are the sum's).
 
 Not on ARM yet: the prefetches add instructions, which the cycle model of the emulated boards counts and
 cannot credit, and no board has timed it.
@@ -32,12 +33,19 @@ LOCALITY = 2  # llvm.prefetch's locality: 2 is prefetcht1 on x86 (L2 and outward
 
 @dataclass
 class Plan:
-    """Where a kernel's prefetches go and what they fetch."""
+    """Where a kernel's prefetches go and what they fetch. A chunk is `rows` consecutive rows of the weights'
+    outer axis (output blocks); of each row, a parallel iteration p reads `segment` elements from
+    offset + p * offset_step (the whole row, or in a split reduction its core's share of the inputs)."""
 
     parallel: object  # the outermost parallel For
+    walker: object  # the For stepping through the chunks: `parallel` itself, or a loop inside it
     weights: object  # the weight Buffer
-    items_per_chunk: int  # k: consecutive parallel items that share one chunk of the weights
-    path: list  # the For loops from below `parallel` down to the reduction's outermost loop, inclusive
+    items_per_chunk: int  # k: consecutive walker iterations that share one chunk
+    rows: int
+    offset: int
+    offset_step: int
+    segment: int
+    path: list  # the For loops from below `walker` down to the reduction's outermost loop, inclusive
 
 
 def weight_prefetch_pass(target):
@@ -68,7 +76,7 @@ def plan(func) -> Plan | None:
     fors = []
     tvm_ffi.structural_walk(func.body, (tirx.For, fors.append), order="pre")
     parallel = next((f for f in fors if f.kind == tirx.ForKind.PARALLEL), None)
-    if parallel is None or type(parallel.extent).__name__ != "IntImm":
+    if parallel is None or any(type(f.extent).__name__ != "IntImm" for f in fors):
         return None
     realizes = []
     tvm_ffi.structural_walk(parallel.body, (SBlockRealize, realizes.append), order="pre")
@@ -86,17 +94,44 @@ def plan(func) -> Plan | None:
                 continue
             if not any(w.same_as(p) or w.data.same_as(p) for p in params) or _bytes(w) < MIN_WEIGHT_BYTES:
                 continue
-            k = _items_per_chunk(parallel, load.indices[0], binding, w)
-            reduce_loops = {v for r in reduce_vars for v in _vars(binding[r])}
-            path = _path_to(parallel.body, lambda f, loops=reduce_loops: f.loop_var in loops)
-            if k is not None and path:
-                return Plan(parallel, w, k, path)
+            if (found := _plan_load(parallel, fors, load, binding, reduce_vars)) is not None:
+                return found
     return None
 
 
+def _plan_load(parallel, fors, load, binding, reduce_vars) -> Plan | None:
+    w = load.source
+    outer = {v for e in _vars(load.indices[0]) for v in _vars(binding[e])}
+    under = [f for f in fors if f.same_as(parallel) or _path_to(parallel.body, lambda g, f=f: g.same_as(f))]
+    walker = next((f for f in under if f.loop_var in outer), None)
+    if walker is None:
+        return None
+    chunks = _chunks(walker, load.indices[0], binding, int(w.shape[0]))
+    reduce_loops = {v for r in reduce_vars for v in _vars(binding[r])}
+    path = _path_to(walker.body, lambda f: f.loop_var in reduce_loops)
+    if chunks is None or not path:
+        return None
+    k, rows = chunks
+    row = _elements(w) // int(w.shape[0])
+
+    def row_offset(env):
+        block_env = {v: _value(e, env) for v, e in binding.items()}
+        return sum(_value(i, block_env) * st for i, st in zip(load.indices[1:], _strides(w)[1:], strict=True))
+
+    last = {f.loop_var: int(f.extent) - 1 for f in fors if not f.same_as(parallel) and not f.same_as(walker)}
+    starts = [row_offset({parallel.loop_var: p}) for p in range(int(parallel.extent))]
+    step = starts[1] - starts[0] if len(starts) > 1 else 0
+    segment = row_offset({**last, parallel.loop_var: 0}) + 1 - starts[0]
+    if any(s != starts[0] + p * step for p, s in enumerate(starts)) or \
+            starts[-1] + segment > row or (walker.same_as(parallel) and step):
+        return None
+    return Plan(parallel, walker, w, k, rows, starts[0], step, segment, path)
+
+
 def with_prefetch(func, p: Plan):
-    """`func` with the plan's prefetches at the top of the reduction's outermost loop. The k items of chunk c
-    share chunk c + 1's cache lines between them, each a few per step it takes through the plan's loops."""
+    """`func` with the plan's prefetches at the top of the reduction's outermost loop. The k walker
+    iterations of chunk c share chunk c + 1's cache lines between them, each a few per step it takes
+    through the plan's loops."""
     import tvm_ffi
     from tvm import tirx
 
@@ -106,19 +141,22 @@ def with_prefetch(func, p: Plan):
         return tirx.const(v, index)
 
     size, k = _elements(p.weights), p.items_per_chunk
-    chunk = size // (int(p.parallel.extent) // k)  # elements
+    row = size // int(p.weights.shape[0])
     line = LINE_BYTES // _elem_bytes(p.weights)  # elements
-    lines = math.ceil(chunk / line)  # per chunk
-    share = math.ceil(lines / k)  # per item
+    per_row = math.ceil(p.segment / line)  # lines
+    lines = p.rows * per_row  # per chunk
+    share = math.ceil(lines / k)  # per walker iteration
     steps, step = 1, const(0)
     for loop in p.path:
         steps *= int(loop.extent)
         step = step * loop.extent + loop.loop_var - loop.min
     n = math.ceil(share / steps)  # per step
     u = tirx.Var("prefetch_line", index)
-    item = p.parallel.loop_var - p.parallel.min
-    mine = tirx.min(item % k * share + tirx.min(step * n + u, const(share - 1)), const(lines - 1))
-    flat = tirx.min((item // k + 1) * chunk + mine * line, const(size - line))
+    walk = p.walker.loop_var - p.walker.min
+    mine = tirx.min(walk % k * share + tirx.min(step * n + u, const(share - 1)), const(lines - 1))
+    start = p.offset + (p.parallel.loop_var - p.parallel.min) * p.offset_step if p.offset_step else const(p.offset)
+    flat = (walk // k + 1) * (p.rows * row) + mine // per_row * row + start + mine % per_row * line
+    flat = tirx.min(flat, const(size - line))
     call = tirx.call_llvm_intrin("void", "llvm.prefetch.p0", tirx.address_of(_load_at(p.weights, flat)),
                                  tirx.const(0, "int32"), tirx.const(LOCALITY, "int32"), tirx.const(1, "int32"))
     fetch = tirx.For(u, const(0), const(n), tirx.ForKind.UNROLLED, tirx.Evaluate(call))
@@ -129,12 +167,13 @@ def with_prefetch(func, p: Plan):
     return func.with_body(body)
 
 
-def _items_per_chunk(parallel, index, binding, w) -> int | None:
-    """k when the parallel items read the weights' outer axis in order, k items per chunk of f blocks that
-    together cover the axis exactly once; None otherwise (every other loop at its first iteration)."""
-    items = int(parallel.extent)
+def _chunks(walker, index, binding, rows_total: int) -> tuple[int, int] | None:
+    """(k, rows) when the walker's iterations read the weights' outer axis in order, k iterations per chunk
+    of `rows` rows, the chunks covering the axis once; None otherwise (every other loop at its first
+    iteration)."""
+    items = int(walker.extent)
     try:
-        first = [_value(index, {v: _value(e, {parallel.loop_var: i}) for v, e in binding.items()})
+        first = [_value(index, {v: _value(e, {walker.loop_var: i}) for v, e in binding.items()})
                  for i in range(items)]
     except (KeyError, TypeError):
         return None
@@ -142,13 +181,13 @@ def _items_per_chunk(parallel, index, binding, w) -> int | None:
     if k is None or items % k or first[0] != 0:
         return None
     runs = first[::k]
-    if len(runs) < MIN_CHUNKS:  # item i + k would be another core's
+    if len(runs) < MIN_CHUNKS:  # (a parallel walker) item i + k would be another core's
         return None
-    f = runs[1] - runs[0]
-    if f <= 0 or any(first[i] != runs[i // k] for i in range(items)) or \
-            any(b - a != f for a, b in itertools.pairwise(runs)) or len(runs) * f != int(w.shape[0]):
+    rows = runs[1] - runs[0]
+    if rows <= 0 or any(first[i] != runs[i // k] for i in range(items)) or \
+            any(b - a != rows for a, b in itertools.pairwise(runs)) or len(runs) * rows != rows_total:
         return None
-    return k
+    return k, rows
 
 
 _OPS = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mul": lambda a, b: a * b,
@@ -208,11 +247,17 @@ def _load_at(w, flat):
     """w[...] at row-major element offset `flat`."""
     from tvm import tirx
 
-    idx, stride = [], _elements(w)
-    for dim in w.shape:
-        stride //= int(dim)
-        idx.append(flat // stride % int(dim) if idx else flat // stride)
+    idx = [flat // st % int(d) if i else flat // st for i, (st, d) in enumerate(zip(_strides(w), w.shape, strict=True))]
     return tirx.BufferLoad(w, idx)
+
+
+def _strides(w) -> list[int]:
+    """Row-major strides of w's axes, in elements."""
+    out, stride = [], _elements(w)
+    for d in w.shape:
+        stride //= int(d)
+        out.append(stride)
+    return out
 
 
 def _elements(w) -> int:

@@ -10,7 +10,7 @@ import pytest
 from c2f_edge.backend.schedules import weight_prefetch as wp
 from c2f_edge.backend.targets import as_target
 from tests.backend.schedules.test_rules import _build, _inputs, _run, _shapes
-from tests.fixtures.schedules import ARM64, HOST
+from tests.fixtures.schedules import ARM64, AVX512, HOST
 
 
 def _default_scheduled(kernels, target, split=False):
@@ -47,8 +47,17 @@ def _by_rows(func):
     return sch.mod["main"]
 
 
+def _stage3_fc2_split(kernels, target):
+    """The MLP's fc2 of stage 3 under the split reduction: each core walks its share of the input channels."""
+    from c2f_edge.backend.schedules.split_reduction import ATTR
+
+    split = _default_scheduled(kernels, target, split=True)
+    return next(f for n, f in sorted(split.items()) if f.attrs.get(ATTR) and _shapes(f)[0][2] == 14)
+
+
 def _fetched(func, plan):
-    """{item: set of weight element offsets its prefetches start at}, every loop of the plan's path run."""
+    """{(parallel iteration, walker iteration): the weight element offsets its prefetches start at}, every
+    loop of the plan's path run."""
     import itertools
 
     import tvm_ffi
@@ -61,31 +70,39 @@ def _fetched(func, plan):
     load = address.args[0]
     loops = []
     tvm_ffi.structural_walk(func.body, (tirx.For, loops.append), order="pre")
+
+    def same(loop):
+        return next(f for f in loops if f.loop_var.same_as(loop.loop_var))
+
     line = next(f for f in loops if f.loop_var.name == "prefetch_line")
-    parallel = next(f for f in loops if f.kind == tirx.ForKind.PARALLEL)
-    path = [next(f for f in loops if f.loop_var.same_as(p.loop_var)) for p in plan.path]
-    strides = np.cumprod([1, *[int(d) for d in reversed(load.source.shape)]])[::-1][1:]
+    parallel, walker, path = same(plan.parallel), same(plan.walker), [same(f) for f in plan.path]
+    walks = [None] if walker.same_as(parallel) else range(int(walker.extent))
+    strides = wp._strides(load.source)
     out = {}
-    for item in range(int(parallel.extent)):
-        got = out.setdefault(item, set())
+    for t, w in itertools.product(range(int(parallel.extent)), walks):
+        got = out.setdefault((t, t if w is None else w), set())
+        env = {parallel.loop_var: t, **({} if w is None else {walker.loop_var: w})}
         for values in itertools.product(*[range(int(f.extent)) for f in [*path, line]]):
-            env = {parallel.loop_var: item, **{f.loop_var: v for f, v in zip([*path, line], values, strict=True)}}
-            got.add(sum(int(s) * wp._value(i, env) for s, i in zip(strides, load.indices, strict=True)))
+            env.update({f.loop_var: v for f, v in zip([*path, line], values, strict=True)})
+            got.add(sum(s * wp._value(i, env) for s, i in zip(strides, load.indices, strict=True)))
     return out
 
 
 def test_the_convs_whose_items_walk_large_weights_in_order_get_it(host_kernels):
-    """Stages 3 and 4's 1x1 convs, their downsamples and the head's conv; not the split reductions (their
-    parallel loop is the sum's), not the classifier, not the small weights of stages 1 and 2."""
+    """Stages 3 and 4's 1x1 convs (the split fc2s too), their downsamples and the head's conv; not the
+    classifier (its rows are the sum's), not the small weights of stages 1 and 2."""
     scheduled = _default_scheduled(host_kernels, HOST, split=True)
     plans = {n: p for n, f in scheduled.items() if (p := wp.plan(f)) is not None}
     assert _stage4_fc1(host_kernels) in plans
     assert all(wp._bytes(p.weights) >= wp.MIN_WEIGHT_BYTES for p in plans.values())
     assert all(_shapes(host_kernels[n])[0][2] in (7, 14, 28) and "conv2d" in n for n in plans)
-    assert not [n for n, f in scheduled.items() if f.attrs.get("c2f_edge.split_reduction") and n in plans]
+    split = [n for n, f in scheduled.items() if f.attrs.get("c2f_edge.split_reduction")]
+    # the split fc2s: each core walks its own share of the input channels, chunk by chunk of output blocks
+    assert all(not plans[n].walker.same_as(plans[n].parallel) for n in split if "conv2d" in n)
+    assert len([n for n in split if n in plans]) == 2
     assert not [n for n in plans if "matmul" in n]
     for p in plans.values():
-        items, k = int(p.parallel.extent), p.items_per_chunk
+        items, k = int(p.walker.extent), p.items_per_chunk
         assert items % k == 0 and items // k >= wp.MIN_CHUNKS
 
 
@@ -98,25 +115,40 @@ def test_items_that_all_read_the_same_weights_are_left_alone(host_kernels, monke
     assert wp.plan(_default_scheduled({name: host_kernels[name]}, HOST)[name]) is None
 
 
-@pytest.mark.parametrize("schedule", ["default", "rows inside items"])
-def test_each_item_fetches_its_share_of_the_chunk_k_items_later(host_kernels, schedule):
-    """The k items of chunk c together fetch chunk c + 1, every line of it, and nothing of another chunk; the
-    last chunk's items fetch nothing past the weights."""
+@pytest.mark.parametrize("schedule", ["default", "rows inside items", "split reduction"])
+def test_each_item_fetches_its_share_of_the_chunk_k_items_later(host_kernels, avx512_kernels, schedule):
+    """The k walker iterations of chunk c together fetch chunk c + 1 (the rows, and of each row the share
+    this parallel iteration reads: all of it, or a core's inputs in a split reduction), every line of it
+    and nothing else; the last chunk's fetch nothing past the weights."""
     name = _stage4_fc1(host_kernels)
-    func = (_default_scheduled({name: host_kernels[name]}, HOST)[name] if schedule == "default"
-            else _by_rows(host_kernels[name]))
+    func = {"default": lambda: _default_scheduled({name: host_kernels[name]}, HOST)[name],
+            "rows inside items": lambda: _by_rows(host_kernels[name]),
+            # AVX-512's register tile: two output blocks per chunk (AVX2's has one)
+            "split reduction": lambda: _stage3_fc2_split(avx512_kernels, AVX512)}[schedule]()
     plan = wp.plan(func)
-    assert plan is not None
+    assert plan is not None and (plan.walker.same_as(plan.parallel)) == (schedule != "split reduction")
+    assert plan.rows == 2 or schedule == "default"  # chunks of several rows: each row's share is placed
     fetched = _fetched(wp.with_prefetch(func, plan), plan)
-    size, k = wp._elements(plan.weights), plan.items_per_chunk
-    chunks = int(plan.parallel.extent) // k
-    chunk, line = size // chunks, wp.LINE_BYTES // 4
-    for c in range(chunks):
-        starts = set().union(*(fetched[i] for i in range(c * k, (c + 1) * k)))
-        if c + 1 < chunks:
-            assert starts == set(range((c + 1) * chunk, (c + 2) * chunk, line)), (schedule, c)
-        else:
+    size, k, line = wp._elements(plan.weights), plan.items_per_chunk, wp.LINE_BYTES // 4
+    row = size // int(plan.weights.shape[0])
+    chunks = int(plan.walker.extent) // k
+    for t in range(int(plan.parallel.extent)):
+        start = plan.offset + t * plan.offset_step
+        walks = [t] if plan.walker.same_as(plan.parallel) else range(int(plan.walker.extent))
+        mine = {w: fetched[(t, w)] for w in walks}
+        for c in {w // k for w in walks}:
+            starts = set().union(*(mine[w] for w in range(c * k, (c + 1) * k) if w in mine))
+            if c + 1 < chunks and len(walks) > 1:
+                rows = range((c + 1) * plan.rows, (c + 2) * plan.rows)
+                assert starts == {r * row + start + i for r in rows for i in range(0, plan.segment, line)}, (t, c)
             assert max(starts) <= size - line
+    if plan.walker.same_as(plan.parallel):  # items: checked chunk by chunk over all parallel iterations
+        for c in range(chunks - 1):
+            starts = set().union(*(fetched[(i, i)] for i in range(c * k, (c + 1) * k)))
+            rows = range((c + 1) * plan.rows, (c + 2) * plan.rows)
+            assert starts == {r * row + i for r in rows for i in range(0, row, line)}, c
+    else:
+        assert plan.offset_step == plan.segment and plan.segment * int(plan.parallel.extent) == row
 
 
 def test_results_do_not_change_and_the_code_prefetches(host_kernels):

@@ -162,7 +162,7 @@ def test_results_do_not_change_and_the_code_prefetches(host_kernels):
     np.testing.assert_array_equal(_run(fetching, HOST, [a.copy() for a in inputs]),
                                   _run(func, HOST, [a.copy() for a in inputs]))
     assert "prefetcht1" in _build(fetching, HOST).inspect_source("asm")
-    # the pass applies it on x86 targets, and leaves ARM's kernels as they are
+    # the pass applies the same on an x86 target
     out = wp.weight_prefetch_pass(as_target(HOST))(tvm.IRModule({name: func}))
     assert tvm_ffi.structural_equal(out[name], fetching)
 

@@ -26,6 +26,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from c2f_edge.backend.schedules.base import buffer_bytes
+
 LINE_BYTES = 64
 MIN_WEIGHT_BYTES = 256 * 1024
 MIN_CHUNKS = 8  # each core walks several chunks in a row (items are split between cores in order)
@@ -93,7 +95,7 @@ def plan(func) -> Plan | None:
             w = load.source
             if not (set(_vars(load.indices[0])) <= spatial):  # its outer axis: the output's, not the sum's
                 continue
-            if not any(w.same_as(p) or w.data.same_as(p) for p in params) or _bytes(w) < MIN_WEIGHT_BYTES:
+            if not any(w.same_as(p) or w.data.same_as(p) for p in params) or buffer_bytes(load) < MIN_WEIGHT_BYTES:
                 continue
             if (found := _plan_load(parallel, fors, load, binding, reduce_vars)) is not None:
                 return found
@@ -266,17 +268,8 @@ def _strides(w) -> list[int]:
 
 
 def _elements(w) -> int:
-    n = 1
-    for d in w.shape:
-        n *= int(d)
-    return n
+    return math.prod(int(d) for d in w.shape)
 
 
 def _elem_bytes(w) -> int:
-    from tvm import DataType
-
-    return DataType(str(w.dtype)).bits // 8
-
-
-def _bytes(w) -> int:
-    return _elements(w) * _elem_bytes(w)
+    return max(1, w.dtype.bits // 8)

@@ -94,7 +94,7 @@ def test_the_convs_whose_items_walk_large_weights_in_order_get_it(host_kernels):
     scheduled = _default_scheduled(host_kernels, HOST, split=True)
     plans = {n: p for n, f in scheduled.items() if (p := wp.plan(f)) is not None}
     assert _stage4_fc1(host_kernels) in plans
-    assert all(wp._bytes(p.weights) >= wp.MIN_WEIGHT_BYTES for p in plans.values())
+    assert all(wp._elements(p.weights) * 4 >= wp.MIN_WEIGHT_BYTES for p in plans.values())
     assert all(_shapes(host_kernels[n])[0][2] in (7, 14, 28) and "conv2d" in n for n in plans)
     split = [n for n, f in scheduled.items() if f.attrs.get("c2f_edge.split_reduction")]
     # the split fc2s: each core walks its own share of the input channels, chunk by chunk of output blocks

@@ -150,7 +150,7 @@ def test_with_unsplit_adds_unsplit_builds_and_reuses_only_a_bundle_built_the_sam
     `compile --no-split-reduction`, and a cached default build is not one of them."""
     import c2f_edge.compile as compile_pkg
     from c2f_edge.backend import targets
-    from c2f_edge.compile.stage import split_reduction_for
+    from c2f_edge.compile.stage import bundle_versions, split_reduction_for
     from c2f_edge.core.artifacts import sha256_file
     from tests.compile.test_stage import _tiny_onnx
 
@@ -164,7 +164,7 @@ def test_with_unsplit_adds_unsplit_builds_and_reuses_only_a_bundle_built_the_sam
     def fake_compile(cfg):
         built_with.append((Path(cfg.out).name, cfg.split_reduction))
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        manifest = {"versions": current_versions(), "onnx": {"sha256": sha256_file(onnx)},
+        manifest = {"versions": bundle_versions(), "onnx": {"sha256": sha256_file(onnx)},
                     "config": {"tuning_log": cfg.tuning_log, "blocked_layout": True,
                                "split_reduction": cfg.split_reduction},
                     "tuning": {"status": "untuned", "note": "untuned", "kernels": {"total": 9, "from_log": 0}}}
@@ -189,14 +189,6 @@ def test_with_unsplit_adds_unsplit_builds_and_reuses_only_a_bundle_built_the_sam
     assert built_with[-1] == ("tvm_untuned_unsplit", False) and len(built_with) == 3
 
 
-def current_versions() -> dict:
-    """The versions section compile writes today (what bench_host reuses a bundle by)."""
-    from c2f_edge.backend.pipeline import PIPELINE_VERSION, source_digest
-    from c2f_edge.core.artifacts import tool_versions
-
-    return {**tool_versions(), "c2f-edge pipeline": PIPELINE_VERSION, "c2f-edge backend source": source_digest()}
-
-
 @pytest.mark.parametrize("section, key, value, why", [
     (None, None, None, None),
     ("versions", "c2f-edge pipeline", 0, "built by another pipeline version"),
@@ -209,11 +201,12 @@ def current_versions() -> dict:
     ("config", "split_reduction", False, "built with the split reduction off"),
 ])
 def test_a_cached_bundle_is_reused_only_if_this_run_would_build_the_same(tmp_path, section, key, value, why):
+    from c2f_edge.compile.stage import bundle_versions
     from c2f_edge.core.artifacts import sha256_file
 
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"onnx")
-    manifest = {"versions": current_versions(), "onnx": {"sha256": sha256_file(onnx)},
+    manifest = {"versions": bundle_versions(), "onnx": {"sha256": sha256_file(onnx)},
                 "config": {"tuning_log": "none", "blocked_layout": True, "split_reduction": True}}
     if section:
         manifest[section][key] = value

@@ -75,20 +75,27 @@ def _output_shape(onnx_model, batch: int) -> list[int]:
     return [d.dim_value if d.HasField("dim_value") else batch for d in dims]
 
 
+def bundle_versions() -> dict:
+    """A bundle manifest's `versions`: the tools, the pipeline version and the backend's source digest
+    (what scripts/bench_host.py reuses a cached bundle by)."""
+    from c2f_edge.backend.pipeline import PIPELINE_VERSION, source_digest
+
+    return {**tool_versions(("ziglang",)), "c2f-edge pipeline": PIPELINE_VERSION,
+            "c2f-edge backend source": source_digest()}
+
+
 def bundle_manifest(cfg: CompileConfig, spec, target_json: dict, onnx_model, onnx_path: Path, source: str,
                     shape: list[int], signature: str, log, tuning_note: str, linker, device_modules: list[str],
                     lib_path: Path) -> dict:
     """What made the bundle: versions, target, input/output spec, source ONNX, tuning, linker, hashes."""
     from c2f_edge.backend import crosslink, precision
-    from c2f_edge.backend.pipeline import PIPELINE_VERSION, source_digest
 
     onnx_meta = _onnx_manifest(onnx_path)
     gpu = spec.device == "GPU"
     canon = spec.canonical()
     return new_manifest(
         BUNDLE_KIND,
-        versions={**tool_versions(("ziglang",)), "c2f-edge pipeline": PIPELINE_VERSION,
-                  "c2f-edge backend source": source_digest()},
+        versions=bundle_versions(),
         target={"name": spec.name, "description": spec.description, "kind": spec.kind, "device": spec.device,
                 "triple": spec.triple, "json": target_json, "resolved": canon,
                 **({"host_json": target_json.get("host"), "host_resolved": canon.get("host")} if gpu else {}),
